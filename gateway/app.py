@@ -1,0 +1,169 @@
+"""Assembles one running gateway from a config: emulators (where asked), adapters, hub, server.
+
+`run_gateway` is a startable task: `handle = await nursery.start(run_gateway, config)` returns once
+every piece is listening, with the bound port and the parts tests want to look at. The HTTP and
+WebSocket routes of the one port live here; each dialect's behaviour lives in `gateway.dialects`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import trio
+
+from gateway.config import Config, api_key
+from gateway.dialects.native import CODECS, NativeSession
+from gateway.hub import Hub
+from gateway.server import HttpRequest, HttpResponse, Server
+from gateway.wspeer import Session, WebSocketPeer
+from providers.base import Adapter
+from providers.registry import KINDS, Emulator
+
+log = logging.getLogger(__name__)
+
+#: How often routes are re-planned from provider health (an auth rejection moves a data type to
+#: the next provider in its route within this time).
+ROUTE_REFRESH_SECONDS = 1.0
+#: How long clients get to take their close frame at shutdown.
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+@dataclass
+class Gateway:
+    """A running gateway, as `run_gateway` reports it."""
+
+    host: str
+    port: int
+    hub: Hub
+    server: Server
+    adapters: dict[str, Adapter]
+    emulators: dict[str, Emulator]
+    cancel_scope: trio.CancelScope
+    started_at: float = field(default_factory=time.monotonic)
+
+    def url(self, path: str = "/stream") -> str:
+        return f"ws://{self.host}:{self.port}{path}"
+
+    async def shutdown(self) -> None:
+        """Close every client properly, then stop upstream connections and emulators."""
+        self.server.close_all(1001, "gateway shutting down")
+        with trio.move_on_after(SHUTDOWN_GRACE_SECONDS):
+            while self.server.peers:
+                await trio.sleep(0.01)
+        self.cancel_scope.cancel()
+
+
+class GatewayApp:
+    """The routes of the gateway's port."""
+
+    def __init__(self, config: Config, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.started_at = time.monotonic()
+
+    def websocket_session(self, peer: WebSocketPeer, request: HttpRequest) -> Session | HttpResponse:
+        if request.path.rstrip("/") == "/stream":
+            codec = CODECS.get(request.query.get("format", "json"))
+            if codec is None:
+                return _json_response(400, {"message": "format must be json or msgpack"})
+            return NativeSession(self.hub, peer.outbox, codec, self.config.server.max_subscriptions_per_client)
+        return _json_response(404, {"message": f"no WebSocket endpoint at {request.path}"})
+
+    async def http(self, request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return _json_response(405, {"message": "only GET is served"})
+        if request.path == "/healthz":
+            return self.healthz()
+        if request.path == "/":
+            return _json_response(200, {"service": "mdgateway", "endpoints": ENDPOINTS})
+        return _json_response(404, {"message": f"nothing at {request.path}"})
+
+    def healthz(self) -> HttpResponse:
+        providers = {name: adapter.health() for name, adapter in self.hub.adapters.items()}
+        serving = any(h.usable for h in providers.values())
+        body = {
+            "status": "serving" if serving else "unavailable",
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "routes": self.hub.serving,
+            "subscribed_clients": self.hub.client_count(),
+            "streams": len(self.hub.demand()),
+            "providers": providers,
+        }
+        return _json_response(200 if serving else 503, body)
+
+
+ENDPOINTS = {
+    "/stream": "native normalized stream (WebSocket; ?format=msgpack for MessagePack)",
+    "/healthz": "health of every provider (HTTP GET)",
+}
+
+
+def _json_response(status: int, body: object) -> HttpResponse:
+    return HttpResponse(status, msgspec.json.encode(body))
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    environ: dict[str, str] | None = None,
+    announce: Callable[[str], None] | None = None,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until cancelled. Keys are read first, so a missing one fails before anything starts."""
+    keys = {name: api_key(name, provider, environ) for name, provider in config.providers.items()}
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    async with trio.open_nursery() as nursery:
+        emulators, urls = await _start_emulators(config, nursery)
+        hub = Hub(config.routes)
+        adapters = {}
+        for name, provider in config.providers.items():
+            kind = KINDS[provider.kind]
+            url = urls.get(name, provider.url)
+            adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, provider)
+            hub.add_adapter(adapters[name])
+            await nursery.start(adapters[name].run)
+        server = Server(GatewayApp(config, hub), client_buffer=config.server.client_buffer)
+        bound = await nursery.start(server.serve, host, port)
+        nursery.start_soon(_refresh_routes, hub)
+        gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope)
+        if announce is not None:
+            announce(_welcome(gateway, config))
+        task_status.started(gateway)
+
+
+async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Emulator], dict[str, str]]:
+    emulators: dict[str, Emulator] = {}
+    urls: dict[str, str] = {}
+    for name, provider in config.providers.items():
+        if provider.emulate:
+            kind = KINDS[provider.kind]
+            emulators[name] = kind.make_emulator(provider)
+            emulator_port = await nursery.start(emulators[name].serve, "127.0.0.1", 0)
+            urls[name] = f"ws://127.0.0.1:{emulator_port}{kind.emulator_path}"
+    return emulators, urls
+
+
+async def _refresh_routes(hub: Hub) -> None:
+    while True:
+        await trio.sleep(ROUTE_REFRESH_SECONDS)
+        hub.refresh_routes()
+
+
+def _welcome(gateway: Gateway, config: Config) -> str:
+    lines = [f"mdgateway listening on {gateway.host}:{gateway.port}"]
+    lines.append(f"  native stream   {gateway.url('/stream')}   (subscribe: {{\"type\":\"subscribe\",\"channels\":[\"trade:binance:BTC/USDT\"]}})")
+    lines.append(f"  health          http://{gateway.host}:{gateway.port}/healthz")
+    for name, provider in config.providers.items():
+        where = "emulated in-process" if provider.emulate else provider.url
+        lines.append(f"  provider {name:<8} {provider.kind:<8} {where}")
+    routes = ", ".join(f"{dt} → {' | '.join(names)}" for dt, names in config.routes.items())
+    lines.append(f"  routes          {routes}")
+    lines.append("  Ctrl-C stops.")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The `mdgateway` command: `run` the gateway (the default), or `emulate` one provider standalone.
+
+Exit codes: 0 after a clean Ctrl-C, 2 for a bad config or bad arguments (the message names the key
+and the reason). Logs go to stderr; no secret is ever logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from functools import partial
+
+import trio
+
+from gateway.app import run_gateway
+from gateway.config import ConfigError, load
+from providers.registry import KINDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdgateway", description="Local gateway for real-time crypto market data.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the gateway (default: both providers emulated, no keys needed)")
+    _add_run_arguments(run)
+    emulate = commands.add_parser("emulate", help="run one provider's emulator standalone")
+    emulate.add_argument("kind", choices=sorted(KINDS))
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    emulate.add_argument("--rate", type=float, default=20.0, help="market steps per second per connection (0: as fast as possible)")
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: the embedded config, both providers emulated)")
+    parser.add_argument("--host", help="override [server].host")
+    parser.add_argument("--port", type=int, help="override [server].port (0 picks a free port)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "emulate":
+            trio.run(_emulate, args.kind, args.host, args.port, args.rate)
+        else:
+            config = load(getattr(args, "config", None))
+            trio.run(_run, config, getattr(args, "host", None), getattr(args, "port", None))
+    except ConfigError as exc:
+        print(f"mdgateway: bad config: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _run(config, host: str | None, port: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(partial(run_gateway, config, host=host, port=port, announce=_print))
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                print("mdgateway: shutting down", file=sys.stderr, flush=True)
+                await gateway.shutdown()
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def _emulate(kind: str, host: str, port: int, rate: float) -> None:
+    emulator = KINDS[kind].make_standalone_emulator(rate)
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(emulator.serve, host, port)
+        _print(f"{kind} emulator listening on ws://{host}:{bound}{KINDS[kind].emulator_path}  (Ctrl-C stops)")
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                return
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)

@@ -1,0 +1,145 @@
+"""Typed configuration: TOML → msgspec Structs, checked once at start.
+
+A bad config fails at start with the key path and the reason (`ConfigError`). Secrets never live in
+the file: a provider names the environment variable holding its key (`api_key_env`), and only that
+name ever appears in messages. A provider with `emulate = true` is served by the built-in emulator of
+its kind, in-process on an ephemeral loopback port, and needs neither a URL nor a key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from schemas import DATATYPES
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message names the key and the reason."""
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port = 8765
+    client_buffer: Positive = 4096  # frames queued per client before the overflow policy applies
+    max_subscriptions_per_client: Positive = 1000
+
+
+class _ProviderBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="kind"):
+    url: str | None = None
+    api_key_env: str | None = None
+    emulate: bool = False
+    emulator_rate: Annotated[float, msgspec.Meta(ge=0)] = 20.0  # emulated market steps/s per connection
+
+
+class LuziaProvider(_ProviderBase, tag="luzia", kw_only=True):
+    kind: ClassVar[str] = "luzia"
+    tier: Literal["pro", "enterprise"] = "pro"
+
+
+class CoinApiProvider(_ProviderBase, tag="coinapi", kw_only=True):
+    kind: ClassVar[str] = "coinapi"
+
+
+ProviderConfig = LuziaProvider | CoinApiProvider
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    routes: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+
+def parse(text: str, source: str = "config") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    # Providers are converted one by one so an error names the provider (`providers.luzia.tier`).
+    sections = raw.pop("providers", {})
+    if not isinstance(sections, dict):
+        raise ConfigError(f"{source}: providers: expected a table of providers")
+    config = _convert(raw, Config, "", source)
+    config.providers = {
+        name: _convert(section, ProviderConfig, f"providers.{name}", source) for name, section in sections.items()
+    }
+    _check(config, source)
+    return config
+
+
+def _convert(raw: object, type_: type, prefix: str, source: str):
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_with_toml_path(str(exc), prefix)}") from None
+
+
+def load(path: str | None) -> Config:
+    """The config at `path`, or the embedded default (both providers emulated) when None."""
+    if path is None:
+        text = resources.files("gateway").joinpath("default.toml").read_text()
+        return parse(text, "embedded default config")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def _with_toml_path(message: str, prefix: str) -> str:
+    """msgspec says `Expected `int`, got `str` - at `$.server.port``; lead with the key path instead."""
+    reason, _, where = message.rpartition(" - at ")
+    if not reason:
+        return f"{prefix or 'top level'}: {message}"
+    path = where.strip("`").removeprefix("$").lstrip(".")
+    full = ".".join(p for p in (prefix, path) if p) or "top level"
+    return f"{full}: {reason}"
+
+
+def _check(config: Config, source: str) -> None:
+    if not config.providers:
+        raise ConfigError(f"{source}: providers: at least one provider is required")
+    for name, provider in config.providers.items():
+        where = f"{source}: providers.{name}"
+        if not provider.emulate:
+            if not provider.url:
+                raise ConfigError(f"{where}.url: required unless emulate = true")
+            if not provider.url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"{where}.url: must start with ws:// or wss://")
+            if not provider.api_key_env:
+                raise ConfigError(f"{where}.api_key_env: required unless emulate = true")
+    for datatype, names in config.routes.items():
+        if datatype not in DATATYPES:
+            raise ConfigError(f"{source}: routes.{datatype}: unknown data type (known: {', '.join(DATATYPES)})")
+        for name in names:
+            if name not in config.providers:
+                raise ConfigError(f"{source}: routes.{datatype}: no provider named {name!r} under [providers]")
+    if config.server.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"{source}: server.host: only loopback addresses are served until local keys exist")
+
+
+def api_key(name: str, provider: ProviderConfig, environ: dict[str, str] | None = None) -> str:
+    """The provider's key from its environment variable; the error names the variable, never a value."""
+    if provider.emulate:
+        return _EMULATOR_KEYS[type(provider)]
+    environ = os.environ if environ is None else environ
+    assert provider.api_key_env is not None  # checked by _check
+    value = environ.get(provider.api_key_env, "").strip()
+    if not value:
+        raise ConfigError(f"providers.{name}.api_key_env: environment variable {provider.api_key_env} is not set")
+    return value
+
+
+#: Emulators accept any well-formed key; these are well-formed and obviously not secrets.
+_EMULATOR_KEYS: dict[type, str] = {
+    LuziaProvider: "lz_local_emulator",
+    CoinApiProvider: "00000000-0000-0000-0000-000000000000",
+}

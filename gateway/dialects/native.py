@@ -1,0 +1,197 @@
+"""The native stream (`/stream`): normalized events, JSON text frames or MessagePack binary frames.
+
+Client → gateway: `{"type":"subscribe","channels":[...]}`, `{"type":"unsubscribe","channels":[...]}`,
+`{"type":"ping"}`. Gateway → client: one `subscribed`/`unsubscribed` per channel, `pong`, `error` with
+a `code` (INVALID_JSON, INVALID_REQUEST, UNKNOWN_TYPE, INVALID_CHANNEL, NO_ROUTE,
+SUBSCRIPTION_LIMIT), then the events of `schemas.events` as they come.
+Parsing is pure (`parse_request`); `NativeSession` applies requests to the hub and never blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final, Literal
+
+import msgspec
+
+from gateway.hub import Hub
+from gateway.outbox import DroppedWindow, Outbox
+from gateway.wsframe import binary_frame, text_frame
+from providers.base import StreamKey
+from schemas import Gap, json_encoder, msgpack_encoder
+from schemas.channels import ChannelError, parse_channel
+
+# ----- wire of the native protocol (pure) ----------------------------------------------------
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type"):
+    channels: list[str]
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type"):
+    channels: list[str]
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="type"):
+    pass
+
+
+ClientRequest = Subscribe | Unsubscribe | Ping
+
+
+class Subscribed(msgspec.Struct, tag="subscribed", tag_field="type"):
+    channel: str
+
+
+class Unsubscribed(msgspec.Struct, tag="unsubscribed", tag_field="type"):
+    channel: str
+
+
+class Pong(msgspec.Struct, tag="pong", tag_field="type"):
+    ts_gateway: int
+
+
+ErrorCode = Literal[
+    "INVALID_JSON", "INVALID_REQUEST", "UNKNOWN_TYPE", "INVALID_CHANNEL", "NO_ROUTE", "SUBSCRIPTION_LIMIT"
+]
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type", omit_defaults=True):
+    code: ErrorCode
+    message: str
+    channel: str | None = None
+
+
+_KNOWN_TYPES: Final = {"subscribe", "unsubscribe", "ping"}
+
+
+class RequestError(ValueError):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_request(message: str | bytes, *, msgpack: bool = False) -> ClientRequest:
+    """Decode one client message; RequestError says which error code it earns."""
+    try:
+        raw = msgspec.msgpack.decode(message) if msgpack and isinstance(message, bytes) else msgspec.json.decode(message)
+    except msgspec.DecodeError:
+        raise RequestError("INVALID_JSON", "message is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise RequestError("INVALID_REQUEST", "message must be an object with a 'type'")
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise RequestError("INVALID_REQUEST", "missing field 'type'")
+    if kind not in _KNOWN_TYPES:
+        raise RequestError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+    try:
+        return msgspec.convert(raw, ClientRequest)
+    except msgspec.ValidationError as exc:
+        raise RequestError("INVALID_REQUEST", str(exc).replace("`$.", "`")) from None
+
+
+# ----- codecs: one frame per event per format, shared by every client of that format --------
+
+
+class JsonCodec:
+    name = "native-json"
+    msgpack = False
+
+    def frame(self, event: object) -> bytes:
+        return text_frame(json_encoder.encode(event))
+
+
+class MsgpackCodec:
+    name = "native-msgpack"
+    msgpack = True
+
+    def frame(self, event: object) -> bytes:
+        return binary_frame(msgpack_encoder.encode(event))
+
+
+CODECS: Final = {"json": JsonCodec(), "msgpack": MsgpackCodec()}
+
+
+# ----- session ---------------------------------------------------------------------------------
+
+
+class NativeSession:
+    def __init__(self, hub: Hub, outbox: Outbox, codec: JsonCodec | MsgpackCodec, max_subscriptions: int) -> None:
+        self.hub = hub
+        self.outbox = outbox
+        self.codec = codec
+        self.max_subscriptions = max_subscriptions
+        self.subscriptions: set[StreamKey] = set()
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            request = parse_request(message, msgpack=self.codec.msgpack)
+        except RequestError as exc:
+            self._reply(Error(code=exc.code, message=str(exc)))
+            return
+        if isinstance(request, Ping):
+            self._reply(Pong(ts_gateway=time.time_ns()))
+        elif isinstance(request, Subscribe):
+            for channel in request.channels:
+                self._subscribe(channel)
+        else:
+            for channel in request.channels:
+                self._unsubscribe(channel)
+
+    def _subscribe(self, channel: str) -> None:
+        try:
+            key = StreamKey(*parse_channel(channel))
+        except ChannelError as exc:
+            self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
+            return
+        if not self.hub.routed(key.datatype):
+            message = f"no provider is configured for {key.datatype} (see [routes])"
+            self._reply(Error(code="NO_ROUTE", message=message, channel=channel))
+            return
+        if key not in self.subscriptions and len(self.subscriptions) >= self.max_subscriptions:
+            message = f"subscription limit reached (max {self.max_subscriptions} per connection)"
+            self._reply(Error(code="SUBSCRIPTION_LIMIT", message=message, channel=channel))
+            return
+        # Reply before subscribing, so the confirmation precedes the stream's first event.
+        self._reply(Subscribed(channel=key.channel()))
+        self.subscriptions.add(key)
+        self.hub.subscribe(self, key)
+
+    def _unsubscribe(self, channel: str) -> None:
+        try:
+            key = StreamKey(*parse_channel(channel))
+        except ChannelError as exc:
+            self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
+            return
+        self.subscriptions.discard(key)
+        self.hub.unsubscribe(self, key)
+        self._reply(Unsubscribed(channel=key.channel()))
+
+    def _reply(self, reply: msgspec.Struct) -> None:
+        self.outbox.put_control(self.codec.frame(reply))
+
+    def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]:
+        now = time.time_ns()
+        frames = []
+        for window in dropped:
+            datatype, exchange, symbol = window.key
+            gap = Gap(
+                provider=self.hub.serving.get(datatype) or "gateway",
+                ts_gateway=now,
+                datatype=datatype,
+                exchange=exchange,
+                symbol=symbol,
+                from_ts=window.from_ts,
+                to_ts=window.to_ts,
+                cause="client_overflow",
+                missed=window.missed,
+            )
+            frames.append(self.codec.frame(gap))
+        return frames
+
+    def on_close(self) -> None:
+        for key in self.subscriptions:
+            self.hub.unsubscribe(self, key)
+        self.subscriptions.clear()
+
+

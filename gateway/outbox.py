@@ -1,0 +1,103 @@
+"""One client's bounded queue of ready-to-send frames, and its overflow policy.
+
+The upstream path only ever calls the non-blocking `put_*` methods; the client's writer task
+awaits `wait()` then `take()`s everything queued, so a client's pending frames leave in one socket
+write. Policy when the queue holds `limit` frames (the client is not keeping up):
+- latest-wins frames (quotes, tickers) replace that stream's frame still queued, in place; a stream
+  with nothing queued still gets one slot, so the queue can exceed `limit` by at most the number of
+  distinct latest-wins streams, which the subscription limit bounds;
+- trades are dropped, and the window they covered is handed to the writer as a `DroppedWindow` so
+  the client is told with a `gap` event — data is never lost silently;
+- control frames (replies, close) are never dropped; a client that lets more than `control_limit`
+  of them pile up is not reading at all and `overflowed` tells the owner to disconnect it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import trio
+
+
+@dataclass
+class DroppedWindow:
+    """Trades of one stream that were dropped for this client: from/to are event times (ns)."""
+
+    key: Hashable
+    from_ts: int
+    to_ts: int
+    missed: int
+
+
+class Outbox:
+    def __init__(self, limit: int, control_limit: int = 1024) -> None:
+        self.limit = limit
+        self.control_limit = control_limit
+        self._frames: list[bytes] = []
+        self._latest_slot: dict[Hashable, int] = {}  # stream → index of its frame in _frames
+        self._dropped: dict[Hashable, DroppedWindow] = {}
+        self._controls = 0
+        self._ready = trio.Event()
+        self.closed = False
+        self.sent_frames = 0
+        self.conflated = 0
+        self.dropped_trades = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def overflowed(self) -> bool:
+        return self._controls > self.control_limit
+
+    def put_control(self, data: bytes) -> None:
+        self._controls += 1
+        self._append(data)
+
+    def put_latest(self, key: Hashable, data: bytes) -> None:
+        """A quote or ticker: when the client lags, only the newest per stream matters."""
+        if len(self._frames) >= self.limit:
+            slot = self._latest_slot.get(key)
+            if slot is not None:
+                self._frames[slot] = data
+                self.conflated += 1
+                return
+        self._latest_slot[key] = len(self._frames)
+        self._append(data)
+
+    def put_trade(self, key: Hashable, data: bytes, ts: int) -> None:
+        """A trade: every one matters, so when full it is dropped *and recorded*."""
+        if len(self._frames) < self.limit:
+            self._append(data)
+            return
+        self.dropped_trades += 1
+        window = self._dropped.get(key)
+        if window is None:
+            self._dropped[key] = DroppedWindow(key, ts, ts, 1)
+        else:
+            window.from_ts, window.to_ts = min(window.from_ts, ts), max(window.to_ts, ts)
+            window.missed += 1
+
+    def _append(self, data: bytes) -> None:
+        self._frames.append(data)
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Until something is queued (or the outbox is closed)."""
+        await self._ready.wait()
+
+    def take(self) -> tuple[list[bytes], list[DroppedWindow]]:
+        """Everything queued, and the trade windows dropped since the last take."""
+        frames, dropped = self._frames, list(self._dropped.values())
+        self._frames, self._latest_slot, self._dropped, self._controls = [], {}, {}, 0
+        self._ready = trio.Event()
+        if self.closed:
+            self._ready.set()
+        self.sent_frames += len(frames)
+        return frames, dropped
+
+    def close(self) -> None:
+        """Wake the writer for good: it sends what is left and stops."""
+        self.closed = True
+        self._ready.set()

@@ -1,0 +1,149 @@
+"""One accepted WebSocket client on the gateway's port: the handshake, a reader and a writer.
+
+The reader feeds wsproto (client frames are masked and may be fragmented) and hands each complete
+message to the dialect session. The writer is the only task that writes to the socket: it waits on
+the client's `Outbox` and sends everything queued in one `send_all`, so a client costs one syscall
+per batch, not per event. Dialects never touch the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import h11
+import trio
+import wsproto
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage
+from wsproto.utilities import RemoteProtocolError
+
+from gateway.outbox import DroppedWindow, Outbox
+from gateway.wsframe import close_frame
+
+log = logging.getLogger(__name__)
+
+#: A client message larger than this is not a subscription request: close with 1009.
+MAX_CLIENT_MESSAGE = 64 * 1024
+#: How long a closing client gets to take its last frames before the socket is cut.
+CLOSE_GRACE_SECONDS = 2.0
+_RECEIVE_CHUNK = 65536
+
+
+class Session(Protocol):
+    """What a dialect provides for one connection."""
+
+    def on_message(self, message: str | bytes) -> None: ...
+
+    def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]: ...
+
+    def on_close(self) -> None: ...
+
+
+class WebSocketPeer:
+    def __init__(self, stream: trio.abc.Stream, request: h11.Request, outbox: Outbox) -> None:
+        self.stream = stream
+        self.request = request
+        self.outbox = outbox
+        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self.close_code: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.request.headers}
+
+    def check_upgrade(self) -> str | None:
+        """Validate the upgrade request; the reason it is not a valid one, or None."""
+        try:
+            self._ws.initiate_upgrade_connection(self.request.headers, self.request.target)
+            event = next(self._ws.events())
+        except RemoteProtocolError as exc:
+            return str(exc)
+        return None if isinstance(event, Request) else "not a WebSocket upgrade"
+
+    async def accept(self, trailing: bytes) -> None:
+        """Answer 101 and start speaking WebSocket; `trailing` is what the client sent after the request."""
+        await self.stream.send_all(self._ws.send(AcceptConnection()))
+        if trailing:
+            self._ws.receive_data(trailing)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Queue a close frame after whatever is pending; the writer sends it and stops."""
+        if self.close_code is None:
+            self.close_code = code
+            self.outbox.put_control(close_frame(code, reason))
+            self.outbox.close()
+
+    async def run(self, session: Session) -> None:
+        """Serve until the client closes, the connection breaks, or `close()` was called."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, session, nursery.cancel_scope)
+                await self._reader(session)
+                self.close(1000)
+                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_SECONDS
+        finally:
+            session.on_close()
+            with trio.move_on_after(CLOSE_GRACE_SECONDS) as cleanup:
+                cleanup.shield = True
+                await self.stream.aclose()
+
+    async def _reader(self, session: Session) -> None:
+        while True:
+            try:
+                data = await self.stream.receive_some(_RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            self._ws.receive_data(data or None)
+            if not self._handle_events(session) or not data:
+                return
+
+    def _handle_events(self, session: Session) -> bool:
+        """Process what wsproto parsed; False once the conversation is over."""
+        for event in self._ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if not self._collect(event, session):
+                    return False
+            elif isinstance(event, Ping):
+                self.outbox.put_control(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if self.close_code is None:
+                    self.close_code = event.code
+                    self.outbox.put_control(self._ws.send(event.response()))
+                    self.outbox.close()
+                return False
+        return True
+
+    def _collect(self, event: TextMessage | BytesMessage, session: Session) -> bool:
+        self._parts.append(event.data)
+        self._size += len(event.data)
+        if self._size > MAX_CLIENT_MESSAGE:
+            self.close(1009, "message too big")
+            return False
+        if event.message_finished:
+            message = self._parts[0] if len(self._parts) == 1 else type(event.data)().join(self._parts)
+            self._parts, self._size = [], 0
+            session.on_message(message)
+            if self.outbox.overflowed:
+                self.close(1008, "client is not reading its replies")
+                return False
+        return True
+
+    async def _writer(self, session: Session, scope: trio.CancelScope) -> None:
+        outbox = self.outbox
+        try:
+            while True:
+                await outbox.wait()
+                frames, dropped = outbox.take()
+                if dropped:
+                    frames.extend(session.gap_frames(dropped))
+                if frames:
+                    await self.stream.send_all(b"".join(frames))
+                if outbox.closed and not len(outbox):
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        # Nothing more will be written: the reader gets a moment for the client's close reply.
+        scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
+

@@ -1,0 +1,36 @@
+"""The native channel grammar: `{datatype}:{exchange}:{BASE/QUOTE}` or `{datatype}:{exchange}`.
+
+`Status.stream` carries channels in this form, and the native endpoint's clients subscribe with it.
+Symbols accept `/` or `-` (Luzia's SDK writes `BTC-USDT`); the canonical form uses `/`.
+"""
+
+from __future__ import annotations
+
+from schemas.events import DATATYPES
+from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+
+
+class ChannelError(ValueError):
+    """Not a channel of this grammar; the message says which part is wrong."""
+
+
+def parse_channel(text: str) -> tuple[str, str, str | None]:
+    """`trade:Binance:btc-usdt` → (`trade`, `binance`, `BTC/USDT`); `trade:binance` → (…, None)."""
+    if not isinstance(text, str):
+        raise ChannelError("a channel is a string")
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ChannelError(f"{text!r}: expected datatype:exchange[:BASE/QUOTE]")
+    datatype = parts[0].strip().lower()
+    if datatype not in DATATYPES:
+        raise ChannelError(f"{text!r}: unknown data type {parts[0]!r} (known: {', '.join(DATATYPES)})")
+    try:
+        exchange = canonical_exchange(parts[1])
+        symbol = canonical_symbol(parts[2]) if len(parts) == 3 else None
+    except InstrumentError as exc:
+        raise ChannelError(f"{text!r}: {exc}") from None
+    return datatype, exchange, symbol
+
+
+def format_channel(datatype: str, exchange: str, symbol: str | None) -> str:
+    return f"{datatype}:{exchange}" if symbol is None else f"{datatype}:{exchange}:{symbol}"

@@ -1,0 +1,88 @@
+"""The native protocol's client side: every error code in its situation, replies in order."""
+
+import msgspec
+import pytest
+
+from gateway.dialects.native import CODECS, NativeSession, Ping, RequestError, Subscribe, parse_request
+from gateway.hub import Hub
+from gateway.outbox import DroppedWindow, Outbox
+from providers.base import StreamKey
+from tests.gateway.fakes import FakeAdapter
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("{not json", "INVALID_JSON"),
+        ("[1, 2]", "INVALID_REQUEST"),
+        ('{"channels": []}', "INVALID_REQUEST"),
+        ('{"type": "subscribe"}', "INVALID_REQUEST"),
+        ('{"type": "subscribe", "channels": "trade:binance"}', "INVALID_REQUEST"),
+        ('{"type": "subscribe", "channels": [1]}', "INVALID_REQUEST"),
+        ('{"type": "hello"}', "UNKNOWN_TYPE"),
+    ],
+)
+def test_bad_messages_earn_their_error_code(message, code):
+    with pytest.raises(RequestError) as info:
+        parse_request(message)
+    assert info.value.code == code
+
+
+def test_good_messages_parse():
+    assert parse_request('{"type":"ping"}') == Ping()
+    assert parse_request(b'{"type":"subscribe","channels":["trade:binance"]}') == Subscribe(["trade:binance"])
+    packed = msgspec.msgpack.encode({"type": "subscribe", "channels": ["quote:kraken"]})
+    assert parse_request(packed, msgpack=True) == Subscribe(["quote:kraken"])
+
+
+def _session(max_subscriptions=10):
+    hub = Hub({"trade": ["ca"]})
+    adapter = FakeAdapter("ca", {"trade"})
+    hub.add_adapter(adapter)
+    return NativeSession(hub, Outbox(limit=100), CODECS["json"], max_subscriptions), adapter
+
+
+def _replies(session):
+    frames, _ = session.outbox.take()
+    return [msgspec.json.decode(f[2:] if f[1] < 126 else f[4:]) for f in frames]
+
+
+def test_subscribe_replies_per_channel_with_the_canonical_name():
+    session, adapter = _session()
+    session.on_message('{"type":"subscribe","channels":["trade:Binance:btc-usdt","trade:nope","quote:binance"]}')
+    assert _replies(session) == [
+        {"type": "subscribed", "channel": "trade:binance:BTC/USDT"},
+        {"type": "subscribed", "channel": "trade:nope"},
+        {"type": "error", "code": "NO_ROUTE", "message": "no provider is configured for quote (see [routes])",
+         "channel": "quote:binance"},
+    ]
+    assert adapter.wanted == {StreamKey("trade", "binance", "BTC/USDT"), StreamKey("trade", "nope", None)}
+
+
+def test_invalid_channel_and_limit():
+    session, _ = _session(max_subscriptions=1)
+    session.on_message('{"type":"subscribe","channels":["trade:binance:BTC","trade:a","trade:b","trade:a"]}')
+    codes = [r.get("code", r["type"]) for r in _replies(session)]
+    assert codes == ["INVALID_CHANNEL", "subscribed", "SUBSCRIPTION_LIMIT", "subscribed"]
+
+
+def test_unsubscribe_and_close_release_upstream_demand():
+    session, adapter = _session()
+    session.on_message('{"type":"subscribe","channels":["trade:a","trade:b"]}')
+    session.on_message('{"type":"unsubscribe","channels":["trade:a"]}')
+    assert _replies(session)[-1] == {"type": "unsubscribed", "channel": "trade:a"}
+    assert adapter.wanted == {StreamKey("trade", "b", None)}
+    session.on_close()
+    assert adapter.wanted == frozenset()
+
+
+def test_ping_gets_pong_and_gaps_name_the_window():
+    session, _ = _session()
+    session.on_message('{"type":"ping"}')
+    (pong,) = _replies(session)
+    assert pong["type"] == "pong" and pong["ts_gateway"] > 0
+    session.hub.serving["trade"] = "ca"
+    (frame,) = session.gap_frames([DroppedWindow(("trade", "binance", "BTC/USDT"), 5, 9, 3)])
+    gap = msgspec.json.decode(frame[2:] if frame[1] < 126 else frame[4:])
+    assert (gap["type"], gap["cause"], gap["from_ts"], gap["to_ts"], gap["missed"], gap["provider"]) == (
+        "gap", "client_overflow", 5, 9, 3, "ca")

@@ -1,0 +1,81 @@
+"""The shared reconnect loop under fake time: exact delays, slow auth retries, bugs propagate."""
+
+import random
+
+import pytest
+import trio
+
+from providers.base import AuthRejected, ProviderError
+from providers.common.backoff import Backoff
+from providers.common.reconnect import LinkState, classify, reconnect_forever
+from providers.common.transport import TransportError
+
+
+def _backoff():
+    return Backoff(initial=1.0, cap=8.0, stable_after=60.0, rng=random.Random(3))
+
+
+async def test_failed_attempts_back_off_with_the_jittered_delays(autojump_clock):
+    expected_rng, attempts = _backoff(), []
+    expected, at = [], 0.0
+    for _ in range(5):
+        expected.append(at)
+        at += expected_rng.next_delay()
+
+    async def session(mark_healthy):
+        attempts.append(trio.current_time())
+        raise TransportError("refused")
+
+    link = LinkState()
+    with trio.move_on_after(expected[-1] + 0.0001):
+        await reconnect_forever(session, link, _backoff())
+    assert attempts == pytest.approx(expected, abs=1e-9)
+    assert link.state == "backoff" and link.last_error == "TransportError: refused"
+
+
+async def test_a_stable_connection_resets_the_attempt_count(autojump_clock):
+    backoff = _backoff()
+    attempts_seen = []
+
+    async def session(mark_healthy):
+        attempts_seen.append(backoff.attempt)
+        if len(attempts_seen) == 3:
+            mark_healthy()
+            await trio.sleep(61)  # up long enough to count as stable
+        if len(attempts_seen) == 5:
+            scope.cancel()
+            await trio.sleep_forever()
+        raise ProviderError("dropped")
+
+    with trio.CancelScope() as scope:
+        await reconnect_forever(session, LinkState(), backoff)
+    # Two failures count up; the stable run resets, so the fourth attempt starts from one again.
+    assert attempts_seen == [0, 1, 2, 1, 2]
+
+
+async def test_auth_rejection_retries_slowly(autojump_clock):
+    attempts = []
+
+    async def session(mark_healthy):
+        attempts.append(trio.current_time())
+        raise AuthRejected("Invalid API key")
+
+    link = LinkState()
+    with trio.move_on_after(1000):
+        await reconnect_forever(session, link, _backoff(), auth_retry=300)
+    assert attempts == [0, 300, 600, 900]
+    assert link.state == "auth_rejected"
+
+
+async def test_our_own_bugs_are_not_retried(autojump_clock):
+    async def session(mark_healthy):
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await reconnect_forever(session, LinkState(), _backoff())
+
+
+def test_exception_groups_are_classified_by_their_leaves():
+    assert classify(ExceptionGroup("x", [TransportError("a"), AuthRejected("k")]))[0] == "auth"
+    assert classify(ExceptionGroup("x", [ProviderError("a"), OSError("b")]))[0] == "retry"
+    assert classify(ExceptionGroup("x", [ProviderError("a"), ValueError("b")]))[0] == "bug"
