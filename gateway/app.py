@@ -126,7 +126,8 @@ async def run_gateway(
         for name, provider in config.providers.items():
             kind = KINDS[provider.kind]
             url = urls.get(name, provider.url)
-            adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, provider)
+            options = {"tier": getattr(provider, "tier", None)}
+            adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
         server = Server(GatewayApp(config, hub), client_buffer=config.server.client_buffer)
@@ -144,7 +145,7 @@ async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[
     for name, provider in config.providers.items():
         if provider.emulate:
             kind = KINDS[provider.kind]
-            emulators[name] = kind.make_emulator(provider)
+            emulators[name] = kind.make_emulator(provider.emulator_rate)
             emulator_port = await nursery.start(emulators[name].serve, "127.0.0.1", 0)
             urls[name] = f"ws://127.0.0.1:{emulator_port}{kind.emulator_path}"
     return emulators, urls

@@ -69,7 +69,7 @@ async def _run(config, host: str | None, port: int | None) -> None:
 
 
 async def _emulate(kind: str, host: str, port: int, rate: float) -> None:
-    emulator = KINDS[kind].make_standalone_emulator(rate)
+    emulator = KINDS[kind].make_emulator(rate)
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(emulator.serve, host, port)
         _print(f"{kind} emulator listening on ws://{host}:{bound}{KINDS[kind].emulator_path}  (Ctrl-C stops)")

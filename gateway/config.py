@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import tomllib
-from importlib import resources
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
 from schemas import DATATYPES
+
+#: The embedded default: both providers emulated in-process (shipped as package data).
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -84,7 +87,7 @@ def _convert(raw: object, type_: type, prefix: str, source: str):
 def load(path: str | None) -> Config:
     """The config at `path`, or the embedded default (both providers emulated) when None."""
     if path is None:
-        text = resources.files("gateway").joinpath("default.toml").read_text()
+        text = DEFAULT_CONFIG.read_text(encoding="utf-8")
         return parse(text, "embedded default config")
     try:
         with open(path, encoding="utf-8") as f:

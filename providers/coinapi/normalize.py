@@ -1,0 +1,136 @@
+"""CoinAPI wire messages → normalized `schemas` events. Pure: provider name, instrument and
+receive time are passed in.
+
+Owns: field mapping, side mapping, the "0 means unknown" rules and the per-symbol ticker builder.
+Must never: invent a value CoinAPI did not send (unknown is None), or go through float.
+
+Ticker: CoinAPI V1 has no ticker message, so `TickerBuilder` derives one per symbol from trades
+(`last`), quotes (`bid`, `ask`) and the `1DAY` OHLCV candle (`open`, `high`, `low`, `volume`).
+CoinAPI's day candle is the UTC calendar day, not a rolling 24 h window: these statistics are
+"since 00:00 UTC". `quote_volume` is never known. `change` = last − open and `change_percent`
+= change / open × 100 (6 decimals) once both are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Context, Decimal
+from typing import Final
+
+from providers.coinapi import wire
+from schemas import Quote, Ticker, Trade
+from schemas.timeutil import NS_PER_S, parse_iso_ns
+
+_SIDES: Final = {"BUY": "buy", "BUY_ESTIMATED": "buy", "SELL": "sell", "SELL_ESTIMATED": "sell"}
+_ZERO: Final = Decimal(0)
+_DAY_NS: Final = 86_400 * NS_PER_S
+_PERCENT_STEP: Final = Decimal("0.000001")
+_WIDE: Final = Context(prec=60)  # quantize never fails for lack of precision
+
+
+def to_trade(msg: wire.Trade, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Trade | None:
+    """None for a size-0 trade: CoinAPI uses it to mark an index tick, not a trade."""
+    if msg.size == _ZERO:
+        return None
+    return Trade(
+        provider=provider,
+        ts_gateway=ts_gateway,
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=parse_iso_ns(msg.time_exchange),
+        ts_provider=parse_iso_ns(msg.time_coinapi),
+        sequence=msg.sequence,
+        price=msg.price,
+        size=msg.size,
+        side=_SIDES.get(msg.taker_side, "unknown"),  # type: ignore[arg-type]
+        trade_id=msg.uuid,
+    )
+
+
+def _size(value: Decimal | None) -> Decimal | None:
+    return None if value is None or value == _ZERO else value
+
+
+def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Quote:
+    """A size of 0 means CoinAPI does not know it: None."""
+    return Quote(
+        provider=provider,
+        ts_gateway=ts_gateway,
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=parse_iso_ns(msg.time_exchange),
+        ts_provider=parse_iso_ns(msg.time_coinapi),
+        sequence=msg.sequence,
+        bid_price=msg.bid_price,
+        bid_size=_size(msg.bid_size),
+        ask_price=msg.ask_price,
+        ask_size=_size(msg.ask_size),
+    )
+
+
+def is_daily(msg: wire.Ohlcv) -> bool:
+    """The `1DAY` candle, named or (when `period_id` is absent) told by its length."""
+    if msg.period_id is not None:
+        return msg.period_id.upper() == "1DAY"
+    return parse_iso_ns(msg.time_period_end) - parse_iso_ns(msg.time_period_start) == _DAY_NS
+
+
+@dataclass
+class TickerBuilder:
+    """The ticker state of one symbol; each update returns the new Ticker snapshot."""
+
+    provider: str
+    exchange: str
+    symbol: str
+    last: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    open: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    volume: Decimal | None = None
+    _period_start: int | None = None
+
+    def on_trade(self, trade: Trade) -> Ticker:
+        self.last = trade.price
+        return self._ticker(trade.ts_gateway, trade.ts_exchange, trade.ts_provider)
+
+    def on_quote(self, quote: Quote) -> Ticker:
+        self.bid, self.ask = quote.bid_price, quote.ask_price
+        return self._ticker(quote.ts_gateway, quote.ts_exchange, quote.ts_provider)
+
+    def on_ohlcv(self, msg: wire.Ohlcv, ts_gateway: int) -> Ticker | None:
+        """None for another period or an older day's candle (which must not overwrite today's)."""
+        if not is_daily(msg):
+            return None
+        start = parse_iso_ns(msg.time_period_start)
+        if self._period_start is not None and start < self._period_start:
+            return None
+        self._period_start = start
+        self.open, self.high, self.low, self.volume = msg.price_open, msg.price_high, msg.price_low, msg.volume_traded
+        ts_exchange = parse_iso_ns(msg.time_close) if msg.time_close else None
+        return self._ticker(ts_gateway, ts_exchange, None)
+
+    def _ticker(self, ts_gateway: int, ts_exchange: int | None, ts_provider: int | None) -> Ticker:
+        change = percent = None
+        if self.last is not None and self.open is not None:
+            change = self.last - self.open
+            if self.open != _ZERO:
+                percent = (change * 100 / self.open).quantize(_PERCENT_STEP, context=_WIDE)
+        return Ticker(
+            provider=self.provider,
+            ts_gateway=ts_gateway,
+            exchange=self.exchange,
+            symbol=self.symbol,
+            ts_exchange=ts_exchange,
+            ts_provider=ts_provider,
+            last=self.last,
+            bid=self.bid,
+            ask=self.ask,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            volume=self.volume,
+            change=change,
+            change_percent=percent,
+        )

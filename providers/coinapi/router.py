@@ -1,0 +1,164 @@
+"""Decoded CoinAPI messages → normalized events of the wanted streams, for one adapter.
+
+Owns: the wanted-set filter (CoinAPI's union filters deliver more than we asked for), the ticker
+builders, sequence-jump gaps, staleness per wanted stream (stale / recovered + gap), and the
+make-before-break de-duplication of what two overlapping connections both deliver.
+Must never: do I/O or read a clock (wall ns and Trio seconds are passed in), or block: the sink
+is synchronous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from providers.base import EventSink, StreamKey
+from providers.coinapi import normalize, wire
+from providers.coinapi.symbols import SymbolMapper
+from providers.common.liveness import StalenessTracker
+from schemas import Gap, MarketEvent, Status
+from schemas.timeutil import NS_PER_S
+
+#: After a make-before-break switch, the new connection's repeats of what the old one already
+#: delivered arrive within moments; their keys are kept this long.
+DEDUPE_WINDOW: Final = 10.0
+
+Sequences = dict[tuple[str, str], tuple[int, int]]  # (type, symbol_id) → (last sequence, its receive ns)
+
+
+class StreamRouter:
+    def __init__(self, provider: str, mapper: SymbolMapper, sink: EventSink, stale_after: float) -> None:
+        self.provider, self._mapper, self._sink = provider, mapper, sink
+        self.tracker = StalenessTracker(stale_after)
+        self.wanted: frozenset[StreamKey] = frozenset()
+        self._tickers: dict[tuple[str, str], normalize.TickerBuilder] = {}
+        self._overlap: set | None = None  # keys delivered while a replacement connects
+        self._dedupe: set | None = None  # ... which the replacement must not deliver again
+        self._dedupe_until = 0.0
+        self._routes = {wire.Trade: self._trade, wire.Quote: self._quote, wire.Ohlcv: self._ohlcv}
+
+    def want(self, wanted: frozenset[StreamKey], now: float | None) -> None:
+        self.wanted = wanted
+        if now is not None:
+            self.tracker.want(wanted, now)
+
+    def route(self, sequences: Sequences, message: wire.ServerMessage, now_ns: int, now: float) -> None:
+        """Handle one message of the active connection (`sequences` is that connection's).
+        Raises TimestampError for a time that is not one (the caller counts it as malformed)."""
+        handler = self._routes.get(type(message))
+        if handler is not None:
+            handler(sequences, message, now_ns, now)
+
+    # ------------------------------------------------------------------ make-before-break
+
+    def begin_overlap(self) -> None:
+        """A replacement connection is on its way: remember what the current one delivers."""
+        self._overlap = set()
+
+    def switched(self, now: float) -> None:
+        """The replacement took over: drop its repeats of what was remembered, for a while."""
+        if self._overlap is not None:
+            self._dedupe, self._overlap = self._overlap, None
+            self._dedupe_until = now + DEDUPE_WINDOW
+
+    def reset(self) -> None:
+        self._overlap = self._dedupe = None
+
+    def _duplicate(self, key: tuple, now: float) -> bool:
+        if self._dedupe is not None:
+            if now > self._dedupe_until:
+                self._dedupe = None
+            elif key in self._dedupe:
+                self._dedupe.discard(key)
+                return True
+        if self._overlap is not None:
+            self._overlap.add(key)
+        return False
+
+    # ------------------------------------------------------------------ messages
+
+    def _wants(self, datatype: str, exchange: str, symbol: str) -> bool:
+        wanted = self.wanted
+        return StreamKey(datatype, exchange, symbol) in wanted or StreamKey(datatype, exchange, None) in wanted
+
+    def _ticker(self, exchange: str, symbol: str) -> normalize.TickerBuilder:
+        builder = self._tickers.get((exchange, symbol))
+        if builder is None:
+            builder = self._tickers[(exchange, symbol)] = normalize.TickerBuilder(self.provider, exchange, symbol)
+        return builder
+
+    def _trade(self, sequences: Sequences, message: wire.Trade, now_ns: int, now: float) -> None:
+        instrument = self._mapper.instrument(message.symbol_id)
+        self._check_sequence(sequences, "trade", message.symbol_id, instrument, message.sequence, now_ns)
+        if instrument is None or self._duplicate((message.symbol_id, message.uuid, message.time_exchange), now):
+            return
+        want_trade, want_ticker = self._wants("trade", *instrument), self._wants("ticker", *instrument)
+        if not (want_trade or want_ticker):
+            return
+        trade = normalize.to_trade(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        if trade is None:
+            return
+        if want_trade:
+            self._emit_market(trade, "trade", now)
+        if want_ticker:
+            self._emit_market(self._ticker(*instrument).on_trade(trade), "ticker", now)
+
+    def _quote(self, sequences: Sequences, message: wire.Quote, now_ns: int, now: float) -> None:
+        instrument = self._mapper.instrument(message.symbol_id)
+        self._check_sequence(sequences, "quote", message.symbol_id, instrument, message.sequence, now_ns)
+        if instrument is None or self._duplicate((message.symbol_id, message.time_exchange, message.time_coinapi), now):
+            return
+        want_quote, want_ticker = self._wants("quote", *instrument), self._wants("ticker", *instrument)
+        if not (want_quote or want_ticker):
+            return
+        quote = normalize.to_quote(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        if want_quote:
+            self._emit_market(quote, "quote", now)
+        if want_ticker:
+            self._emit_market(self._ticker(*instrument).on_quote(quote), "ticker", now)
+
+    def _ohlcv(self, sequences: Sequences, message: wire.Ohlcv, now_ns: int, now: float) -> None:
+        instrument = self._mapper.instrument(message.symbol_id)
+        if instrument is None or not self._wants("ticker", *instrument):
+            return
+        ticker = self._ticker(*instrument).on_ohlcv(message, now_ns)
+        if ticker is not None:
+            self._emit_market(ticker, "ticker", now)
+
+    def _check_sequence(self, sequences: Sequences, kind: str, symbol_id: str, instrument, sequence: int | None, now_ns: int) -> None:
+        """CoinAPI numbers messages per (type, symbol_id) for the connection's life: a jump is loss."""
+        if sequence is None:
+            return
+        previous = sequences.get((kind, symbol_id))
+        sequences[(kind, symbol_id)] = (sequence, now_ns)
+        if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(kind, *instrument):
+            return
+        self._sink(Gap(
+            provider=self.provider, ts_gateway=now_ns, datatype=kind, exchange=instrument[0], symbol=instrument[1],
+            from_ts=previous[1], to_ts=now_ns, cause="sequence", missed=sequence - previous[0] - 1,
+        ))
+
+    # ------------------------------------------------------------------ emission, staleness, gaps
+
+    def _emit_market(self, event: MarketEvent, datatype: str, now: float) -> None:
+        """Emit a market event, first reporting the end of a stale period of its stream."""
+        for key in (StreamKey(datatype, event.exchange, event.symbol), StreamKey(datatype, event.exchange, None)):
+            since = self.tracker.seen(key, now)
+            if since is not None:
+                self._sink(Status(provider=self.provider, ts_gateway=event.ts_gateway, state="recovered", stream=key.channel()))
+                from_ns = event.ts_gateway - int((now - since) * NS_PER_S)
+                self.gaps([key], from_ns, event.ts_gateway, "stale")
+        self._sink(event)
+
+    def check_stale(self, now: float, now_ns: int) -> None:
+        """Report the wanted streams that have just gone silent for `stale_after` seconds."""
+        for key in self.tracker.newly_stale(now):
+            reason = f"no data for {self.tracker.stale_after:g} s"
+            self._sink(Status(provider=self.provider, ts_gateway=now_ns, state="stale", stream=key.channel(), reason=reason))
+
+    def gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int, cause: str) -> None:
+        for key in keys:
+            self._sink(Gap(
+                provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=key.exchange,
+                symbol=key.symbol, from_ts=from_ns, to_ts=to_ns, cause=cause,  # type: ignore[arg-type]
+            ))

@@ -1,0 +1,160 @@
+"""CoinAPI symbol ids and exchange ids ↔ the canonical instrument identity.
+
+Owns: the grammar of CoinAPI symbol ids and the canonical ↔ CoinAPI exchange id map.
+Must never: do I/O, or map anything but a plain SPOT id onto a canonical BASE/QUOTE symbol
+(perpetuals, futures, options and indexes parse, but are different instruments).
+
+Grammar: `{EXCHANGE}_SPOT_{BASE}_{QUOTE}`, `_PERP_{BASE}_{QUOTE}`, `_FTS_{BASE}_{QUOTE}_{YYMMDD}`,
+`_OPT_{BASE}_{QUOTE}_{YYMMDD}_{STRIKE}_{C|P}`, `_IDX_{ID}`, each optionally followed by
+`_<suffix>` (CoinAPI's disambiguation of duplicate ids). The exchange id is everything before the
+first kind token (`SPOT`, `PERP`, ...), so an exchange id containing `_` still parses; an IDX id
+takes the whole rest (it has no fixed arity, so no suffix can be told apart). A suffixed SPOT id is
+a *different* instrument from the plain one, so it is not mapped to a canonical symbol.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final, NamedTuple
+
+from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+
+KINDS: Final = frozenset({"SPOT", "PERP", "FTS", "OPT", "IDX"})
+_TOKEN: Final = re.compile(r"[A-Za-z0-9.\-]+")
+_DATE: Final = re.compile(r"\d{6}")
+_STRIKE: Final = re.compile(r"\d+(?:\.\d+)?")
+#: Tokens after the kind, suffix excluded.
+_ARITY: Final = {"SPOT": 2, "PERP": 2, "FTS": 3, "OPT": 5}
+
+
+class SymbolIdError(ValueError):
+    """Text that is not a CoinAPI symbol id."""
+
+
+class SymbolId(NamedTuple):
+    exchange: str  # CoinAPI exchange id, e.g. "BINANCE"
+    kind: str  # SPOT | PERP | FTS | OPT | IDX
+    base: str | None = None
+    quote: str | None = None
+    expiry: str | None = None  # YYMMDD (FTS, OPT)
+    strike: str | None = None  # OPT
+    option_type: str | None = None  # C | P
+    index: str | None = None  # IDX
+    suffix: str | None = None  # the disambiguating tail, without its leading `_`
+
+    def __str__(self) -> str:
+        return format_symbol_id(self)
+
+
+def _kind_position(tokens: list[str], text: str) -> int:
+    for position in range(1, len(tokens)):
+        if tokens[position] in KINDS:
+            return position
+    raise SymbolIdError(f"no kind (SPOT, PERP, FTS, OPT, IDX) in {text!r}")
+
+
+def _check_contract(kind: str, rest: list[str], text: str) -> None:
+    if kind in ("FTS", "OPT") and not _DATE.fullmatch(rest[2]):
+        raise SymbolIdError(f"expiry is not YYMMDD in {text!r}")
+    if kind == "OPT" and not (_STRIKE.fullmatch(rest[3]) and rest[4] in ("C", "P")):
+        raise SymbolIdError(f"strike or C|P missing in {text!r}")
+
+
+def parse_symbol_id(text: str) -> SymbolId:
+    """`BINANCE_SPOT_BTC_USDT` → SymbolId(exchange="BINANCE", kind="SPOT", base="BTC", quote="USDT")."""
+    tokens = text.split("_")
+    if not all(_TOKEN.fullmatch(token) for token in tokens):
+        raise SymbolIdError(f"empty or invalid part in {text!r}")
+    position = _kind_position(tokens, text)
+    exchange, kind, rest = "_".join(tokens[:position]), tokens[position], tokens[position + 1 :]
+    if kind == "IDX":
+        if not rest:
+            raise SymbolIdError(f"index id missing in {text!r}")
+        return SymbolId(exchange, kind, index="_".join(rest))
+    arity = _ARITY[kind]
+    if len(rest) < arity:
+        raise SymbolIdError(f"{kind} id needs {arity} parts after the kind: {text!r}")
+    _check_contract(kind, rest, text)
+    fields = rest[:arity] + [None] * (5 - arity)
+    suffix = "_".join(rest[arity:]) or None
+    return SymbolId(exchange, kind, fields[0], fields[1], fields[2], fields[3], fields[4], None, suffix)
+
+
+def format_symbol_id(sid: SymbolId) -> str:
+    """The inverse of `parse_symbol_id`."""
+    if sid.kind == "IDX":
+        return f"{sid.exchange}_IDX_{sid.index}"
+    parts = [sid.exchange, sid.kind, sid.base, sid.quote]
+    parts += [p for p in (sid.expiry, sid.strike, sid.option_type, sid.suffix) if p is not None]
+    return "_".join(parts)  # type: ignore[arg-type]
+
+
+#: canonical id → CoinAPI id, for exchanges whose ids differ or are commonly used.
+DEFAULT_EXCHANGES: Final[Mapping[str, str]] = {
+    "binance": "BINANCE",
+    "binancefts": "BINANCEFTS",
+    "bitfinex": "BITFINEX",
+    "bitmex": "BITMEX",
+    "bitstamp": "BITSTAMP",
+    "bybit": "BYBIT",
+    "coinbase": "COINBASE",
+    "deribit": "DERIBIT",
+    "kraken": "KRAKEN",
+    "okx": "OKEX",
+}
+
+
+class ExchangeMap:
+    """canonical ↔ CoinAPI exchange ids; `overrides` (canonical → CoinAPI) extend the defaults.
+    An exchange in neither is mapped by case alone (`gateio` ↔ `GATEIO`)."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        merged = {**DEFAULT_EXCHANGES, **{canonical_exchange(k): v.upper() for k, v in (overrides or {}).items()}}
+        self._to_coinapi = merged
+        self._to_canonical = {v: k for k, v in merged.items()}
+
+    def to_coinapi(self, exchange: str) -> str:
+        return self._to_coinapi.get(exchange) or exchange.upper()
+
+    def to_canonical(self, exchange_id: str) -> str:
+        """Raises InstrumentError for an id with no canonical form."""
+        return self._to_canonical.get(exchange_id) or canonical_exchange(exchange_id)
+
+
+#: The mapper caches ids it has seen; beyond this many it starts over (the set of symbols on a
+#: subscription is bounded in practice, this only guards against an unbounded id stream).
+_CACHE_LIMIT: Final = 65_536
+
+
+class SymbolMapper:
+    """Cached canonical (exchange, BASE/QUOTE) ↔ CoinAPI SPOT symbol id."""
+
+    def __init__(self, exchanges: ExchangeMap | None = None) -> None:
+        self.exchanges = exchanges or ExchangeMap()
+        self._instruments: dict[str, tuple[str, str] | None] = {}
+
+    def symbol_id(self, exchange: str, symbol: str) -> str:
+        """`binance`, `BTC/USDT` → `BINANCE_SPOT_BTC_USDT`."""
+        base, _, quote = canonical_symbol(symbol).partition("/")
+        return f"{self.exchanges.to_coinapi(exchange)}_SPOT_{base}_{quote}"
+
+    def instrument(self, symbol_id: str) -> tuple[str, str] | None:
+        """`BINANCE_SPOT_BTC_USDT` → (`binance`, `BTC/USDT`); None for anything but a plain SPOT id."""
+        try:
+            return self._instruments[symbol_id]
+        except KeyError:
+            pass
+        if len(self._instruments) >= _CACHE_LIMIT:
+            self._instruments.clear()
+        found = self._instruments[symbol_id] = self._map(symbol_id)
+        return found
+
+    def _map(self, symbol_id: str) -> tuple[str, str] | None:
+        try:
+            sid = parse_symbol_id(symbol_id)
+            if sid.kind != "SPOT" or sid.suffix is not None:
+                return None
+            return self.exchanges.to_canonical(sid.exchange), canonical_symbol(f"{sid.base}/{sid.quote}")
+        except (SymbolIdError, InstrumentError):
+            return None

@@ -1,0 +1,86 @@
+"""Luzia wire tickers → normalized `schemas` events. Pure: the receive time is passed in.
+
+Owns: the field mapping (Luzia's names → ours), timestamp conversion, and deriving a `Quote` from
+the ticker's best bid/ask.
+Never: invents a value (a field Luzia did not send is None, never 0), reads a clock, or does I/O.
+Luzia has no sequence numbers and no bid/ask sizes, so those stay None.
+
+`ts_exchange` is `data.timestamp` (the exchange observation); `ts_provider` is the outer
+`timestamp` (when Luzia sent it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from providers.luzia import wire
+from schemas import Quote, Ticker
+from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+from schemas.timeutil import TimestampError, parse_any_ns
+
+
+class WireError(ValueError):
+    """A well-typed frame whose content still cannot be normalized (bad symbol, bad timestamp)."""
+
+
+@lru_cache(maxsize=8192)
+def _instrument(exchange: str, symbol: str) -> tuple[str, str]:
+    try:
+        return canonical_exchange(exchange), canonical_symbol(symbol)
+    except InstrumentError as exc:
+        raise WireError(str(exc)) from None
+
+
+def instrument_of(msg: wire.Ticker) -> tuple[str, str]:
+    """(exchange, BASE/QUOTE), canonical; cached because the same few pairs repeat all day."""
+    return _instrument(msg.exchange, msg.symbol)
+
+
+def _ns(value: wire.Timestamp | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_any_ns(value)
+    except TimestampError as exc:
+        raise WireError(str(exc)) from None
+
+
+def ticker_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Ticker:
+    data = msg.data
+    exchange, symbol = instrument_of(msg)
+    return Ticker(
+        provider=provider,
+        ts_gateway=ts_gateway,
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=_ns(data.timestamp),
+        ts_provider=_ns(msg.timestamp),
+        last=data.last if data.last is not None else data.close,
+        bid=data.bid,
+        ask=data.ask,
+        open=data.open,
+        high=data.high,
+        low=data.low,
+        volume=data.volume,
+        quote_volume=data.quoteVolume,
+        change=data.change,
+        change_percent=data.changePercent,
+    )
+
+
+def quote_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Quote | None:
+    """The best bid/ask a ticker carries, as a Quote; None when it carries neither side."""
+    data = msg.data
+    if data.bid is None and data.ask is None:
+        return None
+    exchange, symbol = instrument_of(msg)
+    return Quote(
+        provider=provider,
+        ts_gateway=ts_gateway,
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=_ns(data.timestamp),
+        ts_provider=_ns(msg.timestamp),
+        bid_price=data.bid,
+        ask_price=data.ask,
+    )

@@ -1,0 +1,156 @@
+"""The gateway's one port over real loopback: WebSocket upgrades and plain HTTP side by side.
+
+The hub is fed by a fake adapter here, so these tests pin the server and the native dialect;
+the end-to-end tests with both emulators live in test_end_to_end.py.
+"""
+
+import json
+
+import msgspec
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from gateway.app import GatewayApp
+from gateway.config import parse
+from gateway.hub import Hub
+from gateway.server import Server
+from tests.gateway.fakes import FakeAdapter, quote, trade
+
+CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrade = ["ca"]\nquote = ["ca"]')
+
+
+@pytest.fixture
+async def gateway(nursery):
+    hub = Hub(CONFIG.routes)
+    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
+    server = Server(GatewayApp(CONFIG, hub), client_buffer=64)
+    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    return hub, server, port
+
+
+async def _http_get(port: int, path: str, extra: bytes = b"") -> tuple[int, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET %s HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n%s\r\n" % (path.encode(), extra))
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def _wait_for_demand(hub, count):
+    while len(hub.demand()) != count:
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_native_subscribe_then_events_in_order(gateway):
+    hub, _, port = gateway
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+        await ws.send_message('{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}')
+        assert json.loads(await ws.get_message()) == {"type": "subscribed", "channel": "trade:binance:BTC/USDT"}
+        for i in range(50):
+            hub.publish(trade(price=f"{i}.5", ts=i))
+        prices = [json.loads(await ws.get_message())["price"] for _ in range(50)]
+        assert prices == [f"{i}.5" for i in range(50)]
+
+
+async def test_a_burst_beyond_the_client_buffer_arrives_as_trades_then_a_gap(gateway):
+    hub, _, port = gateway  # client_buffer is 64 frames
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+        await ws.send_message('{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}')
+        await ws.get_message()
+        for i in range(100):  # no checkpoint in between: the writer cannot drain
+            hub.publish(trade(ts=i))
+        received = [json.loads(await ws.get_message()) for _ in range(65)]
+    assert [m["ts_exchange"] for m in received[:64]] == list(range(64))
+    gap = received[64]
+    assert (gap["type"], gap["cause"], gap["from_ts"], gap["to_ts"], gap["missed"]) == (
+        "gap", "client_overflow", 64, 99, 36)
+
+
+async def test_msgpack_format_sends_binary_frames(gateway):
+    hub, _, port = gateway
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?format=msgpack") as ws:
+        await ws.send_message(msgspec.msgpack.encode({"type": "subscribe", "channels": ["quote:binance"]}))
+        reply = await ws.get_message()
+        assert isinstance(reply, bytes) and msgspec.msgpack.decode(reply)["type"] == "subscribed"
+        hub.publish(quote(bid="99.25"))
+        event = msgspec.msgpack.decode(await ws.get_message())
+        assert (event["type"], event["bid_price"]) == ("quote", "99.25")
+
+
+async def test_client_close_releases_its_subscriptions(gateway):
+    hub, server, port = gateway
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+        await ws.send_message('{"type":"subscribe","channels":["trade:binance"]}')
+        await ws.get_message()
+        assert len(hub.demand()) == 1
+    await _wait_for_demand(hub, 0)
+    assert not server.peers
+
+
+async def test_server_close_sends_going_away(gateway):
+    _, server, port = gateway
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+        await ws.send_message('{"type":"ping"}')
+        assert json.loads(await ws.get_message())["type"] == "pong"
+        server.close_all(1001, "gateway shutting down")
+        with pytest.raises(Exception) as info:
+            await ws.get_message()
+        assert ws.closed.code == 1001, info.value
+
+
+async def test_healthz_and_unknown_paths_over_http(gateway):
+    _, _, port = gateway
+    status, body = await _http_get(port, "/healthz")
+    assert status == 200
+    health = json.loads(body)
+    assert health["status"] == "serving" and health["providers"]["ca"]["usable"] is True
+    assert (await _http_get(port, "/nope"))[0] == 404
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(gateway):
+    _, _, port = gateway
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2:
+            data += await stream.receive_some(65536)
+    assert data.count(b"HTTP/1.1 200") == 2
+
+
+async def test_websocket_on_unknown_path_is_refused_with_404(gateway):
+    _, _, port = gateway
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/nowhere"):
+            pass
+    assert info.value.status_code == 404
+
+
+async def test_bad_format_is_refused_with_400(gateway):
+    _, _, port = gateway
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?format=xml"):
+            pass
+    assert info.value.status_code == 400
+
+
+async def test_malformed_upgrade_gets_400(gateway):
+    _, _, port = gateway
+    status, _ = await _http_get(port, "/stream", b"upgrade: websocket\r\nconnection: upgrade\r\n")
+    assert status == 400  # no Sec-WebSocket-Key
+
+
+async def test_bad_client_messages_get_errors_and_the_connection_lives_on(gateway):
+    _, _, port = gateway
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+        for message, code in [("nope", "INVALID_JSON"), ('{"type":"x"}', "UNKNOWN_TYPE"),
+                              ('{"type":"subscribe"}', "INVALID_REQUEST"),
+                              ('{"type":"subscribe","channels":["trade"]}', "INVALID_CHANNEL")]:
+            await ws.send_message(message)
+            assert json.loads(await ws.get_message())["code"] == code
+        await ws.send_message('{"type":"ping"}')
+        assert json.loads(await ws.get_message())["type"] == "pong"

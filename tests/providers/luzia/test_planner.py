@@ -1,0 +1,150 @@
+"""The subscription planner: limits are never exceeded, everything that fits is served, the
+exchange-wide channel is used when cheaper, and assignments stay put across re-plans."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from providers.luzia.channels import format_channel, parse_channel
+from providers.luzia.planner import TIER_LIMITS, Plan, TierLimits, plan_subscriptions, tier_limits
+
+EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
+SYMBOLS = [f"C{i}/USDT" for i in range(40)]
+
+needs_st = st.sets(
+    st.tuples(st.sampled_from(EXCHANGES), st.none() | st.sampled_from(SYMBOLS)), max_size=60
+)
+limits_st = st.builds(TierLimits, st.integers(1, 4), st.integers(1, 12))
+threshold_st = st.none() | st.integers(1, 30)
+
+
+def _minimum_channels(needs) -> int:
+    """The fewest subscriptions that cover `needs`: one per exchange."""
+    return len({exchange for exchange, _ in needs})
+
+
+def _covered(plan: Plan, need) -> bool:
+    return plan.serving(*need) is not None
+
+
+def _channel_of(need) -> str:
+    return format_channel(*need)
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(needs_st, limits_st, threshold_st)
+def test_plan_respects_limits_and_serves_everything_that_fits(needs, limits, threshold):
+    plan = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
+    assert len(plan.connections) == limits.connections
+    assert all(len(slot) <= limits.subscriptions for slot in plan.connections)
+    assert sum(len(slot) for slot in plan.connections) == len(plan.channels)  # no channel twice
+    for need in needs:  # every need is served or reported, never silently lost
+        reported = {_channel_of(need), format_channel(need[0])} & plan.unserved  # as itself or collapsed
+        assert _covered(plan, need) != bool(reported)
+    if _minimum_channels(needs) <= limits.connections * limits.subscriptions:
+        assert not plan.unserved
+        assert all(_covered(plan, need) for need in needs)
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(needs_st, limits_st, threshold_st)
+def test_an_exchange_is_never_subscribed_both_whole_and_by_symbol(needs, limits, threshold):
+    plan = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
+    wide = {parse_channel(c).exchange for c in plan.channels if parse_channel(c).symbol is None}
+    assert not any(parse_channel(c).exchange in wide and parse_channel(c).symbol for c in plan.channels)
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(needs_st, threshold_st)
+def test_exchange_wide_is_used_at_the_threshold(needs, threshold):
+    plan = plan_subscriptions(needs, TierLimits(25, 500), exchange_wide_threshold=threshold)
+    for exchange in EXCHANGES:
+        symbols = {s for e, s in needs if e == exchange and s is not None}
+        whole = (exchange, None) in needs
+        expected_wide = whole or (threshold is not None and len(symbols) >= threshold)
+        assert (format_channel(exchange) in plan.channels) == (expected_wide and (whole or bool(symbols)))
+        if not expected_wide:  # plenty of room: symbol channels, exactly
+            assert {c for c in plan.channels if c.startswith(f"ticker:{exchange}:")} == {
+                format_channel(exchange, s) for s in symbols
+            }
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(needs_st, limits_st, threshold_st)
+def test_replanning_the_same_wants_changes_nothing(needs, limits, threshold):
+    first = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
+    again = plan_subscriptions(needs, limits, previous=first.connections, exchange_wide_threshold=threshold)
+    assert again == first
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(st.sets(st.sampled_from(SYMBOLS), min_size=1, max_size=20), st.sampled_from(SYMBOLS))
+def test_adding_a_stream_moves_no_existing_channel(symbols, extra):
+    limits = TierLimits(5, 6)
+    needs = {("binance", s) for s in symbols}
+    first = plan_subscriptions(needs, limits, exchange_wide_threshold=None)
+    second = plan_subscriptions(needs | {("kraken", extra)}, limits, previous=first.connections, exchange_wide_threshold=None)
+    for before, after in zip(first.connections, second.connections):
+        assert before <= after
+
+
+@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
+@given(st.sets(st.sampled_from(SYMBOLS), min_size=2, max_size=30), st.data())
+def test_shrinking_demand_frees_whole_connections(symbols, data):
+    limits = TierLimits(5, 6)
+    needs = {("binance", s) for s in symbols}
+    first = plan_subscriptions(needs, limits, exchange_wide_threshold=None)
+    kept = data.draw(st.sets(st.sampled_from(sorted(needs)), max_size=len(needs)))
+    second = plan_subscriptions(kept, limits, previous=first.connections, exchange_wide_threshold=None)
+    used = sum(1 for slot in second.connections if slot)
+    assert used == -(-len(kept) // limits.subscriptions)  # ceil: no more connections than needed
+
+
+def test_collapse_happens_only_when_needed_to_fit_biggest_saver_first():
+    needs = {("binance", s) for s in SYMBOLS[:5]} | {("kraken", s) for s in SYMBOLS[:3]} | {("okx", "C1/USDT")}
+    plan = plan_subscriptions(needs, TierLimits(1, 5), exchange_wide_threshold=None)
+    # 9 symbol channels > 5: binance (5 → 1) collapses first, which is enough (1 + 3 + 1 = 5).
+    assert plan.channels == {"ticker:binance", "ticker:kraken:C0/USDT", "ticker:kraken:C1/USDT",
+                             "ticker:kraken:C2/USDT", "ticker:okx:C1/USDT"}
+    assert not plan.unserved
+
+
+def test_what_does_not_fit_even_collapsed_is_reported_and_current_channels_are_kept():
+    limits = TierLimits(1, 2)
+    first = plan_subscriptions({("okx", None), ("kraken", None)}, limits)
+    second = plan_subscriptions({("okx", None), ("kraken", None), ("binance", None)}, limits, previous=first.connections)
+    assert second.channels == {"ticker:okx", "ticker:kraken"}  # binance would sort first, but is new
+    assert second.unserved == {"ticker:binance"}
+
+
+def test_sharding_fills_a_connection_before_opening_the_next():
+    needs = {("binance", s) for s in SYMBOLS[:7]}
+    plan = plan_subscriptions(needs, TierLimits(3, 3), exchange_wide_threshold=None)
+    assert [len(slot) for slot in plan.connections] == [3, 3, 1]
+
+
+def test_excluded_channels_are_not_planned_and_are_reported():
+    needs = {("binance", "BTC/USDT"), ("binance", "NOPE/USDT")}
+    plan = plan_subscriptions(needs, TierLimits(1, 5), excluded={"ticker:binance:NOPE/USDT"})
+    assert plan.channels == {"ticker:binance:BTC/USDT"}
+    assert plan.unserved == {"ticker:binance:NOPE/USDT"}
+
+
+def test_a_lowered_limit_moves_the_overflow_to_another_connection():
+    first = plan_subscriptions({("binance", s) for s in SYMBOLS[:4]}, TierLimits(2, 4), exchange_wide_threshold=None)
+    second = plan_subscriptions(
+        {("binance", s) for s in SYMBOLS[:4]}, TierLimits(2, 2), previous=first.connections, exchange_wide_threshold=None
+    )
+    assert [len(slot) for slot in second.connections] == [2, 2]
+    assert second.connections[0] < first.connections[0]
+
+
+def test_tiers_are_luzias_documented_limits():
+    assert TIER_LIMITS["pro"] == TierLimits(5, 50)
+    assert TIER_LIMITS["enterprise"] == TierLimits(25, 500)
+    assert TIER_LIMITS["free"].connections == 0
+    with pytest.raises(ValueError, match="unknown Luzia tier"):
+        tier_limits("platinum")
+    assert plan_subscriptions({("binance", "BTC/USDT")}, TIER_LIMITS["free"]).unserved == {"ticker:binance:BTC/USDT"}
