@@ -130,7 +130,7 @@ async def run_gateway(
             adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
-        server = Server(GatewayApp(config, hub), client_buffer=config.server.client_buffer)
+        server = Server(GatewayApp(config, hub), config.server.client_buffer, config.server.client_socket_buffer)
         bound = await nursery.start(server.serve, host, port)
         nursery.start_soon(_refresh_routes, hub)
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope)

@@ -32,6 +32,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Port = 8765
     client_buffer: Positive = 4096  # frames queued per client before the overflow policy applies
+    # Kernel send buffer per client socket (bytes). Bounded so that a lagging client meets the
+    # overflow policy (conflation, gap events) instead of seconds of stale data queued in the kernel.
+    client_socket_buffer: Annotated[int, msgspec.Meta(ge=4096)] = 256 * 1024
     max_subscriptions_per_client: Positive = 1000
 
 

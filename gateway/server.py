@@ -8,6 +8,7 @@ the app's HTTP routes, with keep-alive. This module owns sockets and timeouts, n
 from __future__ import annotations
 
 import logging
+import socket
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,9 +64,10 @@ def is_websocket_upgrade(request: HttpRequest) -> bool:
 class Server:
     """Serves `app` on one listener; tracks live WebSocket peers so shutdown can close them."""
 
-    def __init__(self, app: App, client_buffer: int) -> None:
+    def __init__(self, app: App, client_buffer: int, socket_buffer: int | None = None) -> None:
         self.app = app
         self.client_buffer = client_buffer
+        self.socket_buffer = socket_buffer
         self.peers: set[WebSocketPeer] = set()
         self.port: int | None = None
 
@@ -81,6 +83,8 @@ class Server:
             peer.close(code, reason)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        if self.socket_buffer and isinstance(stream, trio.SocketStream):
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         try:
             while True:

@@ -160,6 +160,7 @@ class CoinApiEmulator:
             record.closed_at = trio.current_time()
             self.stats.connections_open -= 1
             self.scopes.pop(record.id, None)
+            self.stats.notify()
 
 
 class _Connection:
@@ -248,6 +249,7 @@ class _Connection:
         had_heartbeat = self.scope.heartbeat
         self.scope = self.scope.apply(message)
         self.emu.scopes[self.record.id] = self.scope
+        self.emu.stats.notify()
         if self.scope.heartbeat and not had_heartbeat:
             self.last_sent = trio.current_time()  # silence is counted from the request
         self.subscribed = True

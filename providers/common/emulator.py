@@ -28,12 +28,23 @@ class FaultScript:
 
 @dataclass
 class EmulatorStats:
-    """Counters for tests and benchmarks."""
+    """Counters for tests and benchmarks, and a way to wait for the emulator's state to change."""
 
     connections_opened: int = 0
     connections_open: int = 0
     frames_sent: int = 0
     client_messages: list[dict] = field(default_factory=list)  # every decoded client message, in order
+    _changed: trio.Event = field(default_factory=trio.Event, repr=False)
+
+    def notify(self) -> None:
+        """The emulator calls this whenever subscriptions or connections change."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Until `predicate()` holds: re-checked on every change, no polling."""
+        while not predicate():
+            await self._changed.wait()
 
 
 @dataclass

@@ -233,6 +233,7 @@ class LuziaEmulator:
         finally:
             self._clients.remove(client)
             self.stats.connections_open -= 1
+            self.stats.notify()
 
     def _connected(self) -> str:
         limits = wire.Limits(maxSubscriptions=self.limits.subscriptions)
@@ -280,6 +281,7 @@ class LuziaEmulator:
         replies = [one(client, channel) for channel in channels]
         client.covered = None
         client.changed.set()
+        self.stats.notify()
         return replies
 
     def _subscribe_one(self, client: _Client, raw: str) -> str:

@@ -180,7 +180,9 @@ async def test_frames_shapes_times_and_sequences(autojump_clock, nursery) -> Non
     books = [m for m in messages if m["type"] == "book" and m["symbol_id"] == "KRAKEN_SPOT_BTC_USD"]
     assert books[0]["is_snapshot"] is True and not any(b["is_snapshot"] for b in books[1:])
     first_trade = next(m for m in messages if m["type"] == "trade")
-    assert first_trade["time_exchange"] == "2025-01-14T16:49:58.0000000Z"  # the wall clock at fake time 0
+    # Sent at the wall clock of fake time 0: that is CoinAPI's stamp; the exchange's is 5 ms earlier.
+    assert first_trade["time_coinapi"] == "2025-01-14T16:49:58.0000000Z"
+    assert first_trade["time_exchange"] == "2025-01-14T16:49:57.9950000Z"
     assert set(first_trade) == {"time_exchange", "time_coinapi", "uuid", "price", "size", "taker_side", "symbol_id", "sequence", "type"}
     periods = {m["period_id"] for m in messages if m["type"] == "ohlcv"}
     assert {"1MIN", "1DAY"} <= periods
