@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 import trio
 
-from gateway.config import Config, api_key
-from gateway.dialects.native import CODECS, NativeSession
+from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
+from gateway.context import Endpoint, GatewayContext
+from gateway.dialects.native import NativeEndpoint
 from gateway.hub import Hub
-from gateway.server import HttpRequest, HttpResponse, Server
+from gateway.server import HttpRequest, HttpResponse, Server, json_response
 from gateway.wspeer import Session, WebSocketPeer
 from providers.base import Adapter
 from providers.registry import KINDS, Emulator
@@ -58,29 +58,32 @@ class Gateway:
 
 
 class GatewayApp:
-    """The routes of the gateway's port."""
+    """The routes of the gateway's port: each endpoint (dialect) claims its paths; health is ours."""
 
-    def __init__(self, config: Config, hub: Hub) -> None:
-        self.config = config
-        self.hub = hub
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.hub = ctx.hub
         self.started_at = time.monotonic()
+        self.endpoints: list[Endpoint] = [NativeEndpoint(ctx)]
 
     def websocket_session(self, peer: WebSocketPeer, request: HttpRequest) -> Session | HttpResponse:
-        if request.path.rstrip("/") == "/stream":
-            codec = CODECS.get(request.query.get("format", "json"))
-            if codec is None:
-                return _json_response(400, {"message": "format must be json or msgpack"})
-            return NativeSession(self.hub, peer.outbox, codec, self.config.server.max_subscriptions_per_client)
-        return _json_response(404, {"message": f"no WebSocket endpoint at {request.path}"})
+        for endpoint in self.endpoints:
+            if endpoint.serves_websocket(request.path):
+                return endpoint.open_session(peer, request)
+        return json_response(404, {"message": f"no WebSocket endpoint at {request.path}"})
 
     async def http(self, request: HttpRequest) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
-            return _json_response(405, {"message": "only GET is served"})
+            return json_response(405, {"message": "only GET is served"})
         if request.path == "/healthz":
             return self.healthz()
+        for endpoint in self.endpoints:
+            response = await endpoint.http(request)
+            if response is not None:
+                return response
         if request.path == "/":
-            return _json_response(200, {"service": "mdgateway", "endpoints": ENDPOINTS})
-        return _json_response(404, {"message": f"nothing at {request.path}"})
+            return json_response(200, {"service": "mdgateway", "endpoints": ENDPOINTS})
+        return json_response(404, {"message": f"nothing at {request.path}"})
 
     def healthz(self) -> HttpResponse:
         providers = {name: adapter.health() for name, adapter in self.hub.adapters.items()}
@@ -93,17 +96,13 @@ class GatewayApp:
             "streams": len(self.hub.demand()),
             "providers": providers,
         }
-        return _json_response(200 if serving else 503, body)
+        return json_response(200 if serving else 503, body)
 
 
 ENDPOINTS = {
     "/stream": "native normalized stream (WebSocket; ?format=msgpack for MessagePack)",
     "/healthz": "health of every provider (HTTP GET)",
 }
-
-
-def _json_response(status: int, body: object) -> HttpResponse:
-    return HttpResponse(status, msgspec.json.encode(body))
 
 
 async def run_gateway(
@@ -118,6 +117,8 @@ async def run_gateway(
     """Run until cancelled. Keys are read first, so a missing one fails before anything starts."""
     keys = {name: api_key(name, provider, environ) for name, provider in config.providers.items()}
     host = host or config.server.host
+    if not is_loopback(host) and not config.server.local_keys_env:
+        raise ConfigError(f"--host {host} is not loopback; set server.local_keys_env in a config file first")
     port = config.server.port if port is None else port
     async with trio.open_nursery() as nursery:
         emulators, urls = await _start_emulators(config, nursery)
@@ -130,7 +131,8 @@ async def run_gateway(
             adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
-        server = Server(GatewayApp(config, hub), config.server.client_buffer, config.server.client_socket_buffer)
+        ctx = GatewayContext(config, hub, local_keys(config, environ))
+        server = Server(GatewayApp(ctx), config.server.client_buffer, config.server.client_socket_buffer)
         bound = await nursery.start(server.serve, host, port)
         nursery.start_soon(_refresh_routes, hub)
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope)

@@ -49,12 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load(getattr(args, "config", None))
             trio.run(_run, config, getattr(args, "host", None), getattr(args, "port", None))
-    except ConfigError as exc:
-        print(f"mdgateway: bad config: {exc}", file=sys.stderr)
+    except (ConfigError, BaseExceptionGroup) as exc:
+        problem = _config_error(exc)
+        if problem is None:
+            raise
+        print(f"mdgateway: bad config: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError behind `exc`: raised at start it may come wrapped in the nursery's group."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _config_error(exc.exceptions[0])
+    return None
 
 
 async def _run(config, host: str | None, port: int | None) -> None:

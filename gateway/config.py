@@ -36,6 +36,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # overflow policy (conflation, gap events) instead of seconds of stale data queued in the kernel.
     client_socket_buffer: Annotated[int, msgspec.Meta(ge=4096)] = 256 * 1024
     max_subscriptions_per_client: Positive = 1000
+    # The environment variable holding local client keys (comma-separated). Unset: no local keys,
+    # which is only allowed on loopback.
+    local_keys_env: str | None = None
 
 
 class _ProviderBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="kind"):
@@ -128,8 +131,27 @@ def _check(config: Config, source: str) -> None:
         for name in names:
             if name not in config.providers:
                 raise ConfigError(f"{source}: routes.{datatype}: no provider named {name!r} under [providers]")
-    if config.server.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"{source}: server.host: only loopback addresses are served until local keys exist")
+    if not is_loopback(config.server.host) and not config.server.local_keys_env:
+        raise ConfigError(
+            f"{source}: server.host: {config.server.host} is not loopback; set server.local_keys_env "
+            "so that only clients with a local key are served"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def local_keys(config: Config, environ: dict[str, str] | None = None) -> frozenset[str] | None:
+    """The local client keys, or None when none are configured; errors name the variable only."""
+    name = config.server.local_keys_env
+    if name is None:
+        return None
+    environ = os.environ if environ is None else environ
+    keys = frozenset(k.strip() for k in environ.get(name, "").split(",") if k.strip())
+    if not keys:
+        raise ConfigError(f"server.local_keys_env: environment variable {name} is not set or holds no key")
+    return keys
 
 
 def api_key(name: str, provider: ProviderConfig, environ: dict[str, str] | None = None) -> str:

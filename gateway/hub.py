@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Protocol
 
 from gateway.outbox import Outbox
 from gateway.router import ProviderInfo, plan
 from providers.base import Adapter, StreamKey
-from schemas import Event, Gap, Quote, Status, Ticker, Trade
+from schemas import Book, Event, Gap, Quote, Status, Ticker, Trade
 from schemas.channels import ChannelError, parse_channel
 
 log = logging.getLogger(__name__)
 
-_DATATYPE_OF: dict[type, str] = {Trade: "trade", Quote: "quote", Ticker: "ticker"}
+_DATATYPE_OF: dict[type, str] = {Trade: "trade", Quote: "quote", Ticker: "ticker", Book: "book"}
 
 
 class Codec(Protocol):
@@ -40,6 +40,9 @@ class Codec(Protocol):
 class Subscriber(Protocol):
     outbox: Outbox
     codec: Codec
+    # None, or a per-client test for dialects whose subscriptions are finer than stream keys
+    # (a CoinAPI symbol-id prefix): the hub subscribes the covering stream, the client filters.
+    accepts: Callable[[Event], bool] | None
 
 
 class Hub:
@@ -123,7 +126,8 @@ class Hub:
             return
         exact = self._subscribers.get((datatype, event.exchange, event.symbol))
         wide = self._subscribers.get((datatype, event.exchange, None))
-        if not exact and not wide:
+        every = self._subscribers.get((datatype, None, None))
+        if not (exact or wide or every):
             return
         frames: dict[str, bytes | None] = {}
         key = (datatype, event.exchange, event.symbol)
@@ -133,6 +137,10 @@ class Hub:
         if wide:
             for client in wide:
                 if not exact or client not in exact:
+                    _deliver(client, key, event, frames, datatype)
+        if every:
+            for client in every:
+                if not (exact and client in exact) and not (wide and client in wide):
                     _deliver(client, key, event, frames, datatype)
 
     def _publish_control(self, event: Event) -> None:
@@ -155,12 +163,14 @@ class Hub:
         for client in clients:
             _put_control(client, event, frames)
 
-    def _clients_of(self, datatype: str, exchange: str, symbol: str | None) -> dict[Subscriber, None]:
-        """Clients of a stream; symbol None means any symbol of the exchange."""
+    def _clients_of(self, datatype: str, exchange: str | None, symbol: str | None) -> dict[Subscriber, None]:
+        """Clients of a stream and of the streams that cover it; None matches any."""
         return {
             c: None
             for (dt, ex, sym), cs in self._subscribers.items()
-            if dt == datatype and ex == exchange and (symbol is None or sym is None or sym == symbol)
+            if dt == datatype
+            and (exchange is None or ex is None or ex == exchange)
+            and (symbol is None or sym is None or sym == symbol)
             for c in cs
         }
 
@@ -179,6 +189,9 @@ def _frame_for(client: Subscriber, event: Event, frames: dict[str, bytes | None]
 
 
 def _deliver(client: Subscriber, key: Hashable, event: Event, frames: dict[str, bytes | None], datatype: str) -> None:
+    accepts = client.accepts
+    if accepts is not None and not accepts(event):
+        return
     data = _frame_for(client, event, frames)
     if data is None:
         return

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import h11
+import msgspec
 import trio
 
 from gateway.outbox import Outbox
@@ -41,6 +42,10 @@ class HttpResponse:
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(status: int, body: object, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return HttpResponse(status, msgspec.json.encode(body), headers=headers or [])
 
 
 class App(Protocol):
@@ -79,8 +84,9 @@ class Server:
             task_status.started(self.port)
 
     def close_all(self, code: int, reason: str) -> None:
+        """A planned shutdown: every client gets its dialect's goodbye, then a close frame."""
         for peer in list(self.peers):
-            peer.close(code, reason)
+            peer.shutdown(code, reason)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         if self.socket_buffer and isinstance(stream, trio.SocketStream):

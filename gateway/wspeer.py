@@ -30,7 +30,12 @@ _RECEIVE_CHUNK = 65536
 
 
 class Session(Protocol):
-    """What a dialect provides for one connection."""
+    """What a dialect provides for one connection.
+
+    Optional extras, looked up with getattr: `async def background(self)` runs while the client is
+    connected (timers: heartbeats, per-client conflation); `def goodbye_frames(self) -> list[bytes]`
+    goes out before the close frame of a planned shutdown (Luzia SERVER_SHUTDOWN, CoinAPI reconnect).
+    """
 
     def on_message(self, message: str | bytes) -> None: ...
 
@@ -48,6 +53,10 @@ class WebSocketPeer:
         self._parts: list[str | bytes] = []
         self._size = 0
         self.close_code: int | None = None
+        self.session: Session | None = None
+        self._scope = trio.CancelScope()
+        self._reader_done = False
+        self._writer_done = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -68,6 +77,14 @@ class WebSocketPeer:
         if trailing:
             self._ws.receive_data(trailing)
 
+    def shutdown(self, code: int, reason: str) -> None:
+        """A planned close: the dialect's goodbye (if it has one) and then the close frame."""
+        goodbye = getattr(self.session, "goodbye_frames", None)
+        if goodbye is not None and self.close_code is None:
+            for frame in goodbye():
+                self.outbox.put_control(frame)
+        self.close(code, reason)
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame after whatever is pending; the writer sends it and stops."""
         if self.close_code is None:
@@ -77,17 +94,30 @@ class WebSocketPeer:
 
     async def run(self, session: Session) -> None:
         """Serve until the client closes, the connection breaks, or `close()` was called."""
+        self.session = session
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, session, nursery.cancel_scope)
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._writer, session)
+                background = getattr(session, "background", None)
+                if background is not None:
+                    nursery.start_soon(background)
                 await self._reader(session)
+                self._reader_done = True
                 self.close(1000)
-                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_SECONDS
+                self._finish_soon()
         finally:
             session.on_close()
             with trio.move_on_after(CLOSE_GRACE_SECONDS) as cleanup:
                 cleanup.shield = True
                 await self.stream.aclose()
+
+    def _finish_soon(self) -> None:
+        """Once both directions are done the connection is over; until then, a grace period."""
+        if self._reader_done and self._writer_done:
+            self._scope.cancel()
+        else:
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
 
     async def _reader(self, session: Session) -> None:
         while True:
@@ -130,7 +160,7 @@ class WebSocketPeer:
                 return False
         return True
 
-    async def _writer(self, session: Session, scope: trio.CancelScope) -> None:
+    async def _writer(self, session: Session) -> None:
         outbox = self.outbox
         try:
             while True:
@@ -144,6 +174,5 @@ class WebSocketPeer:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        # Nothing more will be written: the reader gets a moment for the client's close reply.
-        scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
-
+        self._writer_done = True
+        self._finish_soon()

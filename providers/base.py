@@ -15,22 +15,22 @@ import msgspec
 import trio
 
 from schemas import Event
+from schemas.channels import format_channel
 
 ConnectionStateName = Literal["connecting", "connected", "backoff", "auth_rejected", "stopped"]
 
 
 class StreamKey(NamedTuple):
-    """One stream a client can ask for: a data type on one symbol, or on every symbol (symbol None)."""
+    """One stream a client can ask for: a data type on one symbol, on every symbol of an exchange
+    (symbol None), or on every symbol of every exchange (exchange and symbol None)."""
 
-    datatype: str  # "trade" | "quote" | "ticker"
-    exchange: str  # canonical lower-case
+    datatype: str  # "trade" | "quote" | "ticker" | "book"
+    exchange: str | None  # canonical lower-case; None: every exchange
     symbol: str | None  # canonical BASE/QUOTE, or None for the whole exchange
 
     def channel(self) -> str:
-        """The native channel name: `trade:binance:BTC/USDT` or `trade:binance`."""
-        if self.symbol is None:
-            return f"{self.datatype}:{self.exchange}"
-        return f"{self.datatype}:{self.exchange}:{self.symbol}"
+        """The native channel name: `trade:binance:BTC/USDT`, `trade:binance` or `trade:*`."""
+        return format_channel(self.datatype, self.exchange, self.symbol)
 
 
 EventSink = Callable[[Event], None]

@@ -7,6 +7,8 @@ timestamp conversions (`timeutil`). Depends on nothing else in the project; `pro
 
 from schemas.events import (
     DATATYPES,
+    Book,
+    BookLevel,
     Event,
     Gap,
     MarketEvent,
@@ -22,6 +24,8 @@ from schemas.instruments import InstrumentError, canonical_exchange, canonical_s
 
 __all__ = [
     "DATATYPES",
+    "Book",
+    "BookLevel",
     "Event",
     "Gap",
     "InstrumentError",

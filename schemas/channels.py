@@ -1,4 +1,5 @@
-"""The native channel grammar: `{datatype}:{exchange}:{BASE/QUOTE}` or `{datatype}:{exchange}`.
+"""The native channel grammar: `{datatype}:{exchange}:{BASE/QUOTE}`, `{datatype}:{exchange}` (every
+symbol of the exchange) or `{datatype}:*` (every symbol of every exchange).
 
 `Status.stream` carries channels in this form, and the native endpoint's clients subscribe with it.
 Symbols accept `/` or `-` (Luzia's SDK writes `BTC-USDT`); the canonical form uses `/`.
@@ -14,8 +15,9 @@ class ChannelError(ValueError):
     """Not a channel of this grammar; the message says which part is wrong."""
 
 
-def parse_channel(text: str) -> tuple[str, str, str | None]:
-    """`trade:Binance:btc-usdt` → (`trade`, `binance`, `BTC/USDT`); `trade:binance` → (…, None)."""
+def parse_channel(text: str) -> tuple[str, str | None, str | None]:
+    """`trade:Binance:btc-usdt` → (`trade`, `binance`, `BTC/USDT`); `trade:binance` → (…, None);
+    `trade:*` → (`trade`, None, None)."""
     if not isinstance(text, str):
         raise ChannelError("a channel is a string")
     parts = text.split(":")
@@ -24,6 +26,10 @@ def parse_channel(text: str) -> tuple[str, str, str | None]:
     datatype = parts[0].strip().lower()
     if datatype not in DATATYPES:
         raise ChannelError(f"{text!r}: unknown data type {parts[0]!r} (known: {', '.join(DATATYPES)})")
+    if parts[1].strip() == "*":
+        if len(parts) == 3:
+            raise ChannelError(f"{text!r}: '*' (every exchange) takes no symbol")
+        return datatype, None, None
     try:
         exchange = canonical_exchange(parts[1])
         symbol = canonical_symbol(parts[2]) if len(parts) == 3 else None
@@ -32,5 +38,7 @@ def parse_channel(text: str) -> tuple[str, str, str | None]:
     return datatype, exchange, symbol
 
 
-def format_channel(datatype: str, exchange: str, symbol: str | None) -> str:
+def format_channel(datatype: str, exchange: str | None, symbol: str | None) -> str:
+    if exchange is None:
+        return f"{datatype}:*"
     return f"{datatype}:{exchange}" if symbol is None else f"{datatype}:{exchange}:{symbol}"

@@ -66,6 +66,20 @@ class Ticker(MarketEvent, tag="ticker", kw_only=True, frozen=True):
     change_percent: Decimal | None = None
 
 
+class BookLevel(msgspec.Struct, array_like=True, frozen=True):
+    """One price level, on the wire as `["price", "size"]`."""
+
+    price: Decimal
+    size: Decimal
+
+
+class Book(MarketEvent, tag="book", kw_only=True, frozen=True):
+    """The top of the order book, best level first: each event is a complete snapshot of its depth."""
+
+    bids: tuple[BookLevel, ...] = ()
+    asks: tuple[BookLevel, ...] = ()
+
+
 class Status(_Base, tag="status", kw_only=True, frozen=True):
     """A provider, one of its connections, or one stream changed state."""
 
@@ -86,10 +100,10 @@ class Gap(_Base, tag="gap", kw_only=True, frozen=True):
     missed: int | None = None  # how many events were dropped, where counted
 
 
-Event = Trade | Quote | Ticker | Status | Gap
+Event = Trade | Quote | Ticker | Book | Status | Gap
 
 #: The market data types a client can subscribe to, by their `type` tag.
-DATATYPES: Final = ("trade", "quote", "ticker")
+DATATYPES: Final = ("trade", "quote", "ticker", "book")
 
 #: Module-level codecs: build them once, they are the hot path.
 json_encoder: Final = msgspec.json.Encoder()

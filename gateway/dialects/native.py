@@ -14,8 +14,11 @@ from typing import Final, Literal
 
 import msgspec
 
+from gateway.context import GatewayContext, bearer_token
 from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
+from gateway.server import HttpRequest, HttpResponse, json_response
+from gateway.wspeer import WebSocketPeer
 from gateway.wsframe import binary_frame, text_frame
 from providers.base import StreamKey
 from schemas import Gap, json_encoder, msgpack_encoder
@@ -112,7 +115,32 @@ class MsgpackCodec:
 CODECS: Final = {"json": JsonCodec(), "msgpack": MsgpackCodec()}
 
 
-# ----- session ---------------------------------------------------------------------------------
+# ----- endpoint and session -------------------------------------------------------------------
+
+
+class NativeEndpoint:
+    """`/stream`: the native protocol. Local key (when configured): `Authorization: Bearer <key>`,
+    `X-API-Key` or `?apikey=`; a refused key is answered HTTP 401 before the upgrade."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    def serves_websocket(self, path: str) -> bool:
+        return path.rstrip("/") == "/stream"
+
+    def open_session(self, peer: WebSocketPeer, request: HttpRequest) -> NativeSession | HttpResponse:
+        key = bearer_token(request) or request.headers.get("x-api-key") or request.query.get("apikey")
+        if not self.ctx.key_ok(key):
+            return json_response(401, {"message": "a valid local key is required"})
+        codec = CODECS.get(request.query.get("format", "json"))
+        if codec is None:
+            return json_response(400, {"message": "format must be json or msgpack"})
+        limit = self.ctx.config.server.max_subscriptions_per_client
+        return NativeSession(self.ctx.hub, peer.outbox, codec, limit)
+
+    async def http(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
 
 
 class NativeSession:
@@ -122,6 +150,7 @@ class NativeSession:
         self.codec = codec
         self.max_subscriptions = max_subscriptions
         self.subscriptions: set[StreamKey] = set()
+        self.accepts = None  # every event of a subscribed stream is for this client
 
     def on_message(self, message: str | bytes) -> None:
         try:

@@ -54,6 +54,7 @@ class FakeClient:
     def __init__(self, codec, limit: int = 100) -> None:
         self.outbox = Outbox(limit=limit)
         self.codec = codec
+        self.accepts = None
 
 
 def trade(provider="ca", exchange="binance", symbol="BTC/USDT", price="100.5", ts=1) -> Trade:

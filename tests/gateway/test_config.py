@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.config import ConfigError, api_key, load, parse
+from gateway.config import ConfigError, api_key, load, local_keys, parse
 
 VALID = """
 [providers.lz]
@@ -26,7 +26,7 @@ def test_the_embedded_default_emulates_both_providers():
     config = load(None)
     assert {p.kind for p in config.providers.values()} == {"luzia", "coinapi"}
     assert all(p.emulate for p in config.providers.values())
-    assert set(config.routes) == {"trade", "quote", "ticker"}
+    assert set(config.routes) == {"trade", "quote", "ticker", "book"}
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8765)
 
 
@@ -47,8 +47,8 @@ def test_a_valid_file_parses_with_its_options():
         ('[providers.a]\nkind = "luzia"\nemulate = true\ntier = "gold"', "providers.a.tier: Invalid enum value 'gold'"),
         ('[providers.a]\nkind = "luzia"\nurl = "http://x"\napi_key_env = "K"', "providers.a.url: must start with ws:// or wss://"),
         ('[providers.a]\nkind = "luzia"\nemulate = true\n[routes]\ntrade = ["b"]', "routes.trade: no provider named 'b'"),
-        ('[providers.a]\nkind = "luzia"\nemulate = true\n[routes]\nbook = ["a"]', "routes.book: unknown data type"),
-        ('[server]\nhost = "0.0.0.0"\n[providers.a]\nkind = "luzia"\nemulate = true', "server.host: only loopback"),
+        ('[providers.a]\nkind = "luzia"\nemulate = true\n[routes]\ncandles = ["a"]', "routes.candles: unknown data type"),
+        ('[server]\nhost = "0.0.0.0"\n[providers.a]\nkind = "luzia"\nemulate = true', "server.host: 0.0.0.0 is not loopback"),
         ("[server", "not valid TOML"),
         ("", "providers: at least one provider is required"),
     ],
@@ -70,3 +70,12 @@ def test_missing_key_variable_is_named_and_no_value_leaks():
 def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load(str(tmp_path / "missing.toml"))
+
+
+def test_local_keys_come_from_their_variable_and_open_non_loopback_binding():
+    text = '[server]\nhost = "0.0.0.0"\nlocal_keys_env = "GW_KEYS"\n[providers.a]\nkind = "luzia"\nemulate = true'
+    config = parse(text)
+    assert local_keys(config, {"GW_KEYS": " k1, k2 ,"}) == {"k1", "k2"}
+    with pytest.raises(ConfigError, match="environment variable GW_KEYS is not set"):
+        local_keys(config, {})
+    assert local_keys(parse('[providers.a]\nkind = "luzia"\nemulate = true'), {}) is None

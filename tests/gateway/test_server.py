@@ -13,6 +13,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from gateway.app import GatewayApp
 from gateway.config import parse
+from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
 from tests.gateway.fakes import FakeAdapter, quote, trade
@@ -24,7 +25,7 @@ CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrad
 async def gateway(nursery):
     hub = Hub(CONFIG.routes)
     hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
-    server = Server(GatewayApp(CONFIG, hub), client_buffer=64)
+    server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     return hub, server, port
 

@@ -8,7 +8,7 @@ from schemas.channels import ChannelError, format_channel, parse_channel
 
 assets = st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True)
 exchanges = st.from_regex(r"[a-z][a-z0-9]{0,12}", fullmatch=True)
-datatypes = st.sampled_from(["trade", "quote", "ticker"])
+datatypes = st.sampled_from(["trade", "quote", "ticker", "book"])
 
 
 @given(datatypes, exchanges, st.none() | st.tuples(assets, assets))
@@ -25,7 +25,7 @@ def test_dash_and_case_are_normalized(datatype, exchange, base, quote):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "trade", "book:binance", "trade::BTC/USDT", "trade:binance:BTC", "trade:binance:BTC/USDT/X",
+    ["", "trade", "candle:binance", "trade:*:BTC/USDT", "trade::BTC/USDT", "trade:binance:BTC", "trade:binance:BTC/USDT/X",
      "trade:binance:BTC/USDT:x", "trade:bin ance", "trade:binance:/USDT", "trade:binance:BTC/"],
 )
 def test_malformed_channels_are_rejected(text):
@@ -40,6 +40,11 @@ def test_anything_either_parses_to_canonical_form_or_raises_channel_error(text):
     except ChannelError:
         return
     assert parse_channel(format_channel(datatype, exchange, symbol)) == (datatype, exchange, symbol)
+
+
+def test_star_means_every_exchange():
+    assert parse_channel("quote:*") == ("quote", None, None)
+    assert format_channel("quote", None, None) == "quote:*"
 
 
 def test_non_strings_are_rejected():

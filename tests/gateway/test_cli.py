@@ -1,0 +1,39 @@
+"""The command as a user meets it: a bad config stops it at start with the key and the reason."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.cli import main
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_bad_config_file_exits_2_naming_key_and_reason(tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text('[providers.lz]\nkind = "luzia"\nemulate = true\ntier = "gold"\n')
+    result = _run("run", "--config", str(config))
+    assert result.returncode == 2
+    assert "providers.lz.tier: Invalid enum value 'gold'" in result.stderr
+
+
+def test_missing_key_variable_is_named_and_its_value_never_printed(tmp_path, monkeypatch):
+    config = tmp_path / "gw.toml"
+    config.write_text('[providers.ca]\nkind = "coinapi"\nurl = "wss://ws.coinapi.io/v1/"\napi_key_env = "MDG_TEST_KEY"\n')
+    monkeypatch.delenv("MDG_TEST_KEY", raising=False)
+    assert main(["run", "--config", str(config)]) == 2
+
+
+def test_non_loopback_host_without_local_keys_refuses_to_start():
+    result = _run("run", "--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert "not loopback" in result.stderr
+
+
+def test_unknown_command_is_an_argument_error():
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
