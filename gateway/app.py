@@ -16,6 +16,8 @@ import trio
 
 from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
 from gateway.context import Endpoint, GatewayContext
+from gateway.dialects.coinapi import CoinApiEndpoint
+from gateway.dialects.luzia import LuziaEndpoint
 from gateway.dialects.native import NativeEndpoint
 from gateway.hub import Hub
 from gateway.server import HttpRequest, HttpResponse, Server, json_response
@@ -64,7 +66,8 @@ class GatewayApp:
         self.ctx = ctx
         self.hub = ctx.hub
         self.started_at = time.monotonic()
-        self.endpoints: list[Endpoint] = [NativeEndpoint(ctx)]
+        # Order matters only where paths overlap: CoinAPI's `/` catches what no other endpoint claims.
+        self.endpoints: list[Endpoint] = [NativeEndpoint(ctx), LuziaEndpoint(ctx), CoinApiEndpoint(ctx)]
 
     def websocket_session(self, peer: WebSocketPeer, request: HttpRequest) -> Session | HttpResponse:
         for endpoint in self.endpoints:

@@ -60,8 +60,29 @@ class CoinApiProvider(_ProviderBase, tag="coinapi", kw_only=True):
 ProviderConfig = LuziaProvider | CoinApiProvider
 
 
+class LuziaEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The Luzia-compatible endpoint (`/v1/ws` and the REST ticker paths)."""
+
+    tier: str = "gateway"  # the tier name its `connected` message announces
+    max_subscriptions: Positive = 500  # `limits.maxSubscriptions`, per connection
+    max_connections: Positive = 100  # local connections at once; beyond: CONNECTION_REJECTED
+    rest_wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=30)] = 3.0  # REST: wait for a first value
+
+
+class CoinApiEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The CoinAPI-compatible endpoint (`/`, `/v1`, `/v1/`, `/APIKEY-<key>`)."""
+
+    exchange_map: dict[str, str] = msgspec.field(default_factory=dict)  # canonical id → CoinAPI id
+
+
+class EndpointsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    luzia: LuziaEndpointConfig = msgspec.field(default_factory=LuziaEndpointConfig)
+    coinapi: CoinApiEndpointConfig = msgspec.field(default_factory=CoinApiEndpointConfig)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    endpoints: EndpointsConfig = msgspec.field(default_factory=EndpointsConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     routes: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
