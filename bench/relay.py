@@ -3,9 +3,12 @@
 Each target runs in its own process (as in production), fed by a CoinAPI emulator process; the
 clients live in this process and parse frames with a minimal reader so they are not the bottleneck.
 For 1 and 10 clients it prints, per target:
-- saturated: messages/second delivered per client and in total, emulator at full speed;
-- paced: added latency p50/p99 (client receive time − the emulator's `time_coinapi` stamp) at a
-  rate well below saturation, so it measures the path rather than queueing.
+- saturated: messages/second delivered per client and in total, emulator at full speed, and the
+  target process's CPU time per upstream message (the figure that does not depend on which of the
+  three processes sharing two cores happens to be the bottleneck);
+- paced: latency p50/p99 from the emulator's `time_coinapi` stamp to the client's receipt, at a rate
+  well below saturation, so it measures the path rather than queueing; for mdgateway also the part
+  spent inside the gateway (from its own receive stamp `ts_gateway`).
 Loopback only; every phase is bounded in time and stops by itself.
 
     python bench/relay.py [--seconds 4] [--clients 1,10] [--paced-rate 200]
@@ -38,6 +41,7 @@ SAMPLE_EVERY = 8  # decode one message in this many for latency; counting needs 
 
 class NativeStamp(msgspec.Struct):
     ts_provider: int | None = None
+    ts_gateway: int | None = None
 
 
 class CoinApiStamp(msgspec.Struct):
@@ -48,6 +52,13 @@ class CoinApiStamp(msgspec.Struct):
 class ClientResult:
     messages: int = 0
     latencies_us: list[float] = field(default_factory=list)
+    inside_us: list[float] = field(default_factory=list)  # mdgateway only: since its receive stamp
+
+
+@dataclass
+class PhaseResult:
+    clients: list[ClientResult]
+    cpu_seconds: float  # the target process's CPU time during the measured window
 
 
 # ----- processes ---------------------------------------------------------------------------
@@ -156,28 +167,46 @@ def _sample(stamp, now: int, native: bool, result: ClientResult) -> None:
     sent = stamp.ts_provider if native else (parse_iso_ns(stamp.time_coinapi) if stamp.time_coinapi else None)
     if sent is not None:
         result.latencies_us.append((now - sent) / 1000)
+    if native and stamp.ts_gateway is not None:
+        result.inside_us.append((now - stamp.ts_gateway) / 1000)
 
 
-async def _measure(port: int, native: bool, clients: int, seconds: float) -> list[ClientResult]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(port: int, native: bool, clients: int, seconds: float, pid: int) -> PhaseResult:
     channels = [f"trade:{exchange}" for exchange in EXCHANGES]
     subscribe = msgspec.json.encode({"type": "subscribe", "channels": channels})
     results = [ClientResult() for _ in range(clients)]
     start = trio.current_time() + WARMUP_SECONDS
     until = start + seconds
+    cpu: list[float] = []
+
+    async def sample_cpu() -> None:
+        await trio.sleep_until(start)
+        cpu.append(_cpu_seconds(pid))
+        await trio.sleep_until(until)
+        cpu.append(_cpu_seconds(pid))
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample_cpu)
         for result in results:
             ready = trio.Event()
             nursery.start_soon(_client, port, subscribe, native, until, start, result, ready)
             await ready.wait()
-    return results
+    return PhaseResult(results, cpu[1] - cpu[0])
 
 
-def run_phase(target: str, clients: int, rate: float, seconds: float) -> list[ClientResult]:
+def run_phase(target: str, clients: int, rate: float, seconds: float) -> PhaseResult:
     emulator, upstream_port = _emulator(rate)
     try:
         proc, port = (_gateway if target == "mdgateway" else _bare_relay)(upstream_port)
         try:
-            return trio.run(_measure, port, target == "mdgateway", clients, seconds)
+            return trio.run(_measure, port, target == "mdgateway", clients, seconds, proc.pid)
         finally:
             proc.kill()
             proc.wait()
@@ -199,17 +228,20 @@ def main() -> int:
     parser.add_argument("--paced-rate", type=float, default=200.0, help="emulator steps/s for the latency phase")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
-    print(f"{'target':<11} {'clients':>7} | {'saturated msg/s per client':>26} {'total deliveries/s':>18} |"
-          f" {'paced p50 µs':>12} {'p99 µs':>9} (at {args.paced_rate:.0f} steps/s)")
+    print(f"{'target':<11} {'clients':>7} | {'msg/s per client':>16} {'deliveries/s':>12} {'CPU µs/msg':>10} |"
+          f" {'p50 µs':>8} {'p99 µs':>8} | {'inside p50':>10} {'p99':>7}   (paced at {args.paced_rate:.0f} steps/s)")
     for clients in counts:
         for target in ("bare-relay", "mdgateway"):
             saturated = run_phase(target, clients, 0, args.seconds)
             paced = run_phase(target, clients, args.paced_rate, args.seconds)
-            per_client = statistics.mean(r.messages for r in saturated) / args.seconds
-            total = sum(r.messages for r in saturated) / args.seconds
-            latencies = [lat for r in paced for lat in r.latencies_us]
-            print(f"{target:<11} {clients:>7} | {per_client:>26,.0f} {total:>18,.0f} |"
-                  f" {_percentile(latencies, 50):>12,.0f} {_percentile(latencies, 99):>9,.0f}", flush=True)
+            per_client = statistics.mean(r.messages for r in saturated.clients) / args.seconds
+            total = sum(r.messages for r in saturated.clients) / args.seconds
+            cpu_per_message = saturated.cpu_seconds / max(1, per_client * args.seconds) * 1e6
+            latencies = [lat for r in paced.clients for lat in r.latencies_us]
+            inside = [lat for r in paced.clients for lat in r.inside_us]
+            inside_text = f"{_percentile(inside, 50):>10,.0f} {_percentile(inside, 99):>7,.0f}" if inside else f"{'-':>10} {'-':>7}"
+            print(f"{target:<11} {clients:>7} | {per_client:>16,.0f} {total:>12,.0f} {cpu_per_message:>10,.1f} |"
+                  f" {_percentile(latencies, 50):>8,.0f} {_percentile(latencies, 99):>8,.0f} | {inside_text}", flush=True)
     return 0
 
 

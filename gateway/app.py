@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import trio
 
 from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
@@ -130,7 +131,7 @@ async def run_gateway(
         for name, provider in config.providers.items():
             kind = KINDS[provider.kind]
             url = urls.get(name, provider.url)
-            options = {"tier": getattr(provider, "tier", None)}
+            options = {k: v for k, v in msgspec.structs.asdict(provider).items() if k not in _COMMON_PROVIDER_KEYS}
             adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
@@ -142,6 +143,10 @@ async def run_gateway(
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
+
+
+#: Provider settings the gateway itself uses; the rest are the kind's own options.
+_COMMON_PROVIDER_KEYS = frozenset({"url", "api_key_env", "emulate", "emulator_rate"})
 
 
 async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Emulator], dict[str, str]]:

@@ -55,6 +55,7 @@ class LuziaProvider(_ProviderBase, tag="luzia", kw_only=True):
 
 class CoinApiProvider(_ProviderBase, tag="coinapi", kw_only=True):
     kind: ClassVar[str] = "coinapi"
+    exchange_map: dict[str, str] = msgspec.field(default_factory=dict)  # canonical id → CoinAPI id, e.g. okx = "OKEX"
 
 
 ProviderConfig = LuziaProvider | CoinApiProvider

@@ -42,7 +42,7 @@ def _luzia_emulator(rate: float) -> Emulator:
 def _coinapi_adapter(name: str, url: str, api_key: str, sink: EventSink, options: Mapping[str, Any]) -> Adapter:
     from providers.coinapi.session import CoinApiAdapter  # noqa: PLC0415
 
-    return CoinApiAdapter(name, url=url, api_key=api_key, sink=sink)
+    return CoinApiAdapter(name, url=url, api_key=api_key, sink=sink, exchange_map=options.get("exchange_map") or None)
 
 
 def _coinapi_emulator(rate: float) -> Emulator:

@@ -37,3 +37,25 @@ def test_unknown_command_is_an_argument_error():
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_emulate_runs_one_provider_standalone_on_loopback():
+    import trio
+    from trio_websocket import open_websocket_url
+
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "emulate", "luzia", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "luzia emulator listening on ws://127.0.0.1:" in line
+        url = line.split()[4]
+
+        async def connected() -> str:
+            with trio.fail_after(30):
+                async with open_websocket_url(url, extra_headers=[(b"authorization", b"Bearer lz_test")]) as ws:
+                    return await ws.get_message()
+
+        assert '"type":"connected"' in trio.run(connected)
+    finally:
+        proc.kill()
+        proc.wait()

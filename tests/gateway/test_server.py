@@ -155,3 +155,27 @@ async def test_bad_client_messages_get_errors_and_the_connection_lives_on(gatewa
             assert json.loads(await ws.get_message())["code"] == code
         await ws.send_message('{"type":"ping"}')
         assert json.loads(await ws.get_message())["type"] == "pong"
+
+
+async def test_healthz_is_503_when_no_provider_is_usable(nursery):
+    hub = Hub(CONFIG.routes)
+    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}, usable=False))
+    server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
+    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    status, body = await _http_get(port, "/healthz")
+    assert status == 503
+    assert json.loads(body)["status"] == "unavailable"
+
+
+async def test_native_endpoint_requires_the_local_key_when_keys_are_configured(nursery):
+    hub = Hub(CONFIG.routes)
+    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
+    server = Server(GatewayApp(GatewayContext(CONFIG, hub, frozenset({"k-local"}))), client_buffer=64)
+    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?apikey=wrong"):
+            pass
+    assert info.value.status_code == 401
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream", extra_headers=[(b"authorization", b"Bearer k-local")]) as ws:
+        await ws.send_message('{"type":"ping"}')
+        assert json.loads(await ws.get_message())["type"] == "pong"
