@@ -47,8 +47,23 @@ def _offset_seconds(zone: str | None) -> int:
     return -offset if zone[0] == "+" else offset
 
 
+_prefix_seconds: dict[str, int] = {}  # `YYYY-MM-DDTHH:MM:SS` → epoch seconds, for the fast path
+_PREFIX_CACHE_LIMIT = 4096
+
+
 def parse_iso_ns(text: str) -> int:
     """`2025-01-14T16:49:58.3318050Z` → 1736873398331805000, exactly. Naive times are UTC."""
+    # Fast path for the shape providers send (`…SS.fffffffZ`): the whole-second prefix repeats
+    # from frame to frame, so it is looked up, and only the fraction is converted.
+    if len(text) > 21 and text[19] == "." and text[-1] == "Z":
+        fraction = text[20:-1]
+        seconds = _prefix_seconds.get(text[:19])
+        if seconds is not None and len(fraction) <= 9 and fraction.isdigit() and fraction.isascii():
+            return seconds * NS_PER_S + int(fraction.ljust(9, "0"))
+    return _parse_iso_slow(text)
+
+
+def _parse_iso_slow(text: str) -> int:
     match = _ISO.fullmatch(text)
     if match is None:
         raise TimestampError(f"not an ISO-8601 timestamp: {text!r}")
@@ -57,6 +72,10 @@ def parse_iso_ns(text: str) -> int:
     if seconds < 0:
         raise TimestampError(f"not a calendar time: {text!r}")
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    if zone == "Z" and text[10] == "T":
+        if len(_prefix_seconds) >= _PREFIX_CACHE_LIMIT:
+            _prefix_seconds.clear()  # live data moves on: old seconds are not asked for again
+        _prefix_seconds[f"{date}T{clock}"] = seconds
     return (seconds + _offset_seconds(zone)) * NS_PER_S + nanos
 
 

@@ -50,3 +50,16 @@ def test_unix_milliseconds_and_iso_both_accepted():
         parse_any_ns(1.5)
     with pytest.raises(TimestampError):
         parse_any_ns(True)
+
+
+def test_the_fast_path_agrees_with_the_slow_one_and_survives_a_full_cache():
+    from schemas import timeutil
+
+    for second in range(timeutil._PREFIX_CACHE_LIMIT + 10):
+        ns = (1_736_873_398 + second) * 10**9 + 331_805_000
+        text = format_iso_ns(ns, 7)
+        assert parse_iso_ns(text) == ns  # first: slow path, fills the cache
+        assert parse_iso_ns(text) == ns  # again: fast path
+    assert len(timeutil._prefix_seconds) <= timeutil._PREFIX_CACHE_LIMIT
+    with pytest.raises(TimestampError):
+        parse_iso_ns(format_iso_ns(ns, 7)[:-2] + "xZ")  # a cached prefix does not excuse a bad fraction
