@@ -64,8 +64,20 @@ class Hub:
     # ----- demand -------------------------------------------------------------------------
 
     def routed(self, datatype: str) -> bool:
-        """Whether the config routes this data type to any provider at all."""
-        return bool(self.routes.get(datatype))
+        """Whether the config routes this data type to a provider able to serve it at all."""
+        return self.refusal(datatype) is None
+
+    def refusal(self, datatype: str) -> str | None:
+        """Why this data type cannot be served by configuration (not by health), naming the
+        configured providers; None when some provider in its route can serve it."""
+        names = self.routes.get(datatype)
+        if not names:
+            return f"no provider is configured for {datatype} (see [routes])"
+        able = [n for n in names if n in self.adapters and datatype in self.adapters[n].datatypes]
+        if able:
+            return None
+        kinds = ", ".join(f"{n} ({self.adapters[n].kind})" if n in self.adapters else n for n in names)
+        return f"{datatype} is routed to {kinds}, which cannot provide {datatype}"
 
     def subscribe(self, client: Subscriber, key: StreamKey) -> None:
         clients = self._subscribers.setdefault(key, {})

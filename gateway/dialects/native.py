@@ -173,9 +173,9 @@ class NativeSession:
         except ChannelError as exc:
             self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
             return
-        if not self.hub.routed(key.datatype):
-            message = f"no provider is configured for {key.datatype} (see [routes])"
-            self._reply(Error(code="NO_ROUTE", message=message, channel=channel))
+        refusal = self.hub.refusal(key.datatype)
+        if refusal is not None:
+            self._reply(Error(code="NO_ROUTE", message=refusal, channel=channel))
             return
         if key not in self.subscriptions and len(self.subscriptions) >= self.max_subscriptions:
             message = f"subscription limit reached (max {self.max_subscriptions} per connection)"

@@ -95,6 +95,9 @@ def test_a_slow_client_does_not_hold_back_a_fast_one():
 
 
 def test_unrouted_data_types_are_reported():
-    hub = Hub({"trade": ["ca"]})
+    hub = Hub({"trade": ["ca"], "quote": ["lz"]})
     hub.add_adapter(FakeAdapter("ca", {"trade"}))
-    assert hub.routed("trade") and not hub.routed("ticker")
+    hub.add_adapter(FakeAdapter("lz", {"ticker"}))
+    assert hub.routed("trade") and not hub.routed("ticker") and not hub.routed("quote")
+    assert hub.refusal("ticker") == "no provider is configured for ticker (see [routes])"
+    assert hub.refusal("quote") == "quote is routed to lz (fake), which cannot provide quote"
