@@ -136,7 +136,11 @@ async def run_gateway(
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
         ctx = GatewayContext(config, hub, local_keys(config, environ))
-        server = Server(GatewayApp(ctx), config.server.client_buffer, config.server.client_socket_buffer)
+        app = GatewayApp(ctx)
+        for endpoint in app.endpoints:  # an endpoint's own timers (Luzia: REST keep-alive expiry)
+            if hasattr(endpoint, "run"):
+                await nursery.start(endpoint.run)
+        server = Server(app, config.server.client_buffer, config.server.client_socket_buffer)
         bound = await nursery.start(server.serve, host, port)
         nursery.start_soon(_refresh_routes, hub)
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope)

@@ -1,6 +1,7 @@
 """LuziaAdapter: the gateway's handle on one configured Luzia provider.
 
-Owns: the wanted set and its plan (channels per connection slot), one reconnect loop per slot in
+Owns: the wanted set and its plan (channels per connection slot; a stream of every exchange is
+expanded to the exchange-wide channel of each of `exchanges`), one reconnect loop per slot in
 use, routing received tickers to the wanted streams (the ticker and/or the quote derived from it),
 staleness per wanted stream, the Status and Gap events about all of that, and the health snapshot.
 Never: awaits the sink (it is synchronous and must not block), emits an event for a stream nobody
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final, NamedTuple
@@ -50,12 +51,17 @@ from providers.luzia.planner import (
     tier_limits,
 )
 from schemas import Event, Gap, Status
+from schemas.instruments import canonical_exchange
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "wss://api.luzia.dev/v1/ws"
 #: How often staleness is checked: a stream is reported at most this late.
 STALE_CHECK_SECONDS: Final = 1.0
+#: The exchanges a stream of every exchange (`StreamKey(dt, None, None)`, native `ticker:*`) is
+#: expanded to: Luzia has no channel for "everything", so it is one `ticker:{exchange}` per
+#: exchange. An exchange the server does not list is refused (INVALID_CHANNEL) like any channel.
+DEFAULT_EXCHANGES: Final = ("binance", "coinbase", "kraken", "bitstamp", "bitfinex", "okx", "bybit")
 #: Which connection states win when health sums up the slots (best first).
 _STATE_RANK: Final = ("connected", "connecting", "backoff", "auth_rejected", "stopped")
 
@@ -138,6 +144,7 @@ class LuziaAdapter:
         backoff_cap: float = 30.0,
         stable_after: float = 60.0,
         auth_retry: float = AUTH_RETRY_SECONDS,
+        exchanges: Iterable[str] = DEFAULT_EXCHANGES,  # what a stream of every exchange covers
     ) -> None:
         self._limits = limits or tier_limits(tier)
         if self._limits.connections < 1 or self._limits.subscriptions < 1:
@@ -151,12 +158,14 @@ class LuziaAdapter:
         self._idle_timeout, self._stale_after = idle_timeout, stale_after
         self._connect_timeout, self._auth_retry = connect_timeout, auth_retry
         self._threshold = exchange_wide_threshold
+        self._exchanges = tuple(dict.fromkeys(canonical_exchange(e) for e in exchanges))
         rng = rng or random.Random()
         self._slots = [
             _Slot(i, Backoff(backoff_initial, backoff_factor, backoff_cap, stable_after, rng))
             for i in range(self._limits.connections)
         ]
-        self._wanted: frozenset[StreamKey] = frozenset()
+        self._wanted: frozenset[StreamKey] = frozenset()  # as the gateway asked
+        self._streams: frozenset[StreamKey] = frozenset()  # the same, every-exchange keys expanded
         self._plan = Plan(tuple(frozenset() for _ in self._slots), frozenset())
         self._routes: dict[tuple[str, str | None], _Route] = {}
         self._served: dict[StreamKey, str] = {}  # wanted stream → the channel delivering it
@@ -175,8 +184,9 @@ class LuziaAdapter:
     def set_wanted(self, wanted: Set[StreamKey]) -> None:
         """Replace the wanted set: re-plan, and wake the connections whose channels changed."""
         self._wanted = frozenset(k for k in wanted if k.datatype in self.datatypes)
-        asked = {format_channel(k.exchange, k.symbol) for k in self._wanted}
-        asked |= {format_channel(k.exchange) for k in self._wanted}
+        self._streams = expand_every_exchange(self._wanted, self._exchanges)
+        asked = {format_channel(k.exchange, k.symbol) for k in self._streams}
+        asked |= {format_channel(k.exchange) for k in self._streams}
         self._refused = {c: why for c, why in self._refused.items() if c in asked}
         self._replan()
 
@@ -217,7 +227,7 @@ class LuziaAdapter:
     # ---- planning -------------------------------------------------------------------------------
 
     def _replan(self) -> None:
-        needs = {(k.exchange, k.symbol) for k in self._wanted}
+        needs = {(k.exchange, k.symbol) for k in self._streams}
         previous = [slot.desired for slot in self._slots]
         self._plan = plan_subscriptions(
             needs, self._limits, previous=previous, exchange_wide_threshold=self._threshold, excluded=self._refused
@@ -232,14 +242,14 @@ class LuziaAdapter:
     def _route(self) -> None:
         """Which wanted stream each channel serves, and what a ticker of each instrument feeds."""
         served: dict[StreamKey, str] = {}
-        for key in sorted(self._wanted, key=_key_order):
+        for key in sorted(self._streams, key=_key_order):
             channel = self._plan.serving(key.exchange, key.symbol)
             if channel is None:
                 self._report_unserved(key)
             else:
                 served[key] = channel
                 self._reported_unserved.discard(key)
-        self._reported_unserved &= self._wanted
+        self._reported_unserved &= self._streams
         self._served, self._routes = served, _routes(served)
         now = _trio_now()
         if now is not None:
@@ -522,6 +532,20 @@ class LuziaAdapter:
             subscriptions=len(conn.confirmed) if conn is not None and state == "connected" else 0,
             last_message_age_s=None if last is None or now is None else now - last,
         )
+
+
+def expand_every_exchange(wanted: Iterable[StreamKey], exchanges: Iterable[str]) -> frozenset[StreamKey]:
+    """Each stream of every exchange → that data type, exchange-wide, on each of `exchanges`; the
+    rest as they are. Downstream of this, a stream always names its exchange: routes, staleness,
+    gaps and `rejected` statuses are per exchange (the hub hands `ticker:kraken`'s to `ticker:*`)."""
+    exchanges = tuple(exchanges)
+    streams = set()
+    for key in wanted:
+        if key.exchange is None:
+            streams.update(StreamKey(key.datatype, exchange, None) for exchange in exchanges)
+        else:
+            streams.add(key)
+    return frozenset(streams)
 
 
 def _trio_now() -> float | None:
