@@ -105,6 +105,9 @@ class GatewayApp:
 
 ENDPOINTS = {
     "/stream": "native normalized stream (WebSocket; ?format=msgpack for MessagePack)",
+    "/v1/ws": "Luzia-compatible WebSocket (ticker channels)",
+    "/v1/ticker/{exchange}/{BASE-QUOTE}, /v1/tickers/{exchange}, /v1/tickers": "Luzia-compatible REST tickers",
+    "/, /v1, /v1/, /APIKEY-<key>": "CoinAPI-compatible WebSocket (hello protocol)",
     "/healthz": "health of every provider (HTTP GET)",
 }
 
@@ -174,6 +177,8 @@ async def _refresh_routes(hub: Hub) -> None:
 def _welcome(gateway: Gateway, config: Config) -> str:
     lines = [f"mdgateway listening on {gateway.host}:{gateway.port}"]
     lines.append(f"  native stream   {gateway.url('/stream')}   (subscribe: {{\"type\":\"subscribe\",\"channels\":[\"trade:binance:BTC/USDT\"]}})")
+    lines.append(f"  Luzia apps      base URL http://{gateway.host}:{gateway.port}   (WebSocket {gateway.url('/v1/ws')})")
+    lines.append(f"  CoinAPI apps    {gateway.url('/v1/')}")
     lines.append(f"  health          http://{gateway.host}:{gateway.port}/healthz")
     for name, provider in config.providers.items():
         where = "emulated in-process" if provider.emulate else provider.url
