@@ -14,6 +14,7 @@ from typing import Protocol
 import h11
 import trio
 import wsproto
+from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
@@ -120,6 +121,8 @@ class WebSocketPeer:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
 
     async def _reader(self, session: Session) -> None:
+        if not self._handle_events(session):  # frames the client sent along with its upgrade request
+            return
         while True:
             try:
                 data = await self.stream.receive_some(_RECEIVE_CHUNK)
@@ -140,7 +143,9 @@ class WebSocketPeer:
             elif isinstance(event, CloseConnection):
                 if self.close_code is None:
                     self.close_code = event.code
-                    self.outbox.put_control(self._ws.send(event.response()))
+                    # A dropped connection (EOF, 1006) has no close handshake left to answer.
+                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                        self.outbox.put_control(self._ws.send(event.response()))
                     self.outbox.close()
                 return False
         return True

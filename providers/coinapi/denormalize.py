@@ -7,7 +7,9 @@ numbers them per connection and per (type, symbol_id)).
 
 Where CoinAPI needs a value the event does not have: `time_exchange` falls back to the provider's
 time, then to the gateway's; `time_coinapi` falls back to the gateway's receive time. Tickers have
-no CoinAPI V1 message and are not mapped.
+no CoinAPI V1 message and are not mapped. A `Book` (a complete snapshot of its depth) becomes a
+`book5`/`book20`/`book50` of its top levels, or a `book` message with `is_snapshot: true` (CoinAPI
+clients must accept a new snapshot mid-stream as replacing their book).
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from decimal import Decimal
 from typing import Final
 
 from providers.coinapi import wire
-from schemas import Quote, Trade
+from schemas import Book, Quote, Trade
 from schemas.timeutil import format_iso_ns
 
 _TAKER_SIDES: Final = {"buy": "BUY", "sell": "SELL", "unknown": "UNKNOWN"}
 _ZERO: Final = Decimal(0)
+#: Fixed-depth book messages and their depth.
+BOOK_DEPTHS: Final = {"book5": 5, "book20": 20, "book50": 50}
+_BOOK_TOPS: Final = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}
 
 
-def _times(event: Trade | Quote) -> tuple[str, str]:
+def _times(event: Trade | Quote | Book) -> tuple[str, str]:
     exchange = event.ts_exchange if event.ts_exchange is not None else event.ts_provider
     coinapi = event.ts_provider if event.ts_provider is not None else event.ts_gateway
     return format_iso_ns(exchange if exchange is not None else event.ts_gateway), format_iso_ns(coinapi)
@@ -56,3 +61,24 @@ def quote_message(event: Quote, symbol_id: str, sequence: int) -> wire.Quote:
         bid_price=event.bid_price,
         bid_size=event.bid_size if event.bid_size is not None else _ZERO,
     )
+
+
+def _levels(levels, depth: int | None) -> list[wire.BookLevel]:
+    return [wire.BookLevel(level.price, level.size) for level in (levels if depth is None else levels[:depth])]
+
+
+def book_message(event: Book, kind: str, symbol_id: str, sequence: int) -> wire.Book | wire.Book5 | wire.Book20 | wire.Book50:
+    """`kind` is `book5`, `book20` or `book50` (the top levels) or `book` (every level, as a snapshot)."""
+    exchange_time, coinapi_time = _times(event)
+    depth = BOOK_DEPTHS.get(kind)
+    fields = dict(
+        symbol_id=symbol_id,
+        sequence=sequence,
+        time_exchange=exchange_time,
+        time_coinapi=coinapi_time,
+        asks=_levels(event.asks, depth),
+        bids=_levels(event.bids, depth),
+    )
+    if depth is None:
+        return wire.Book(is_snapshot=True, **fields)
+    return _BOOK_TOPS[kind](**fields)

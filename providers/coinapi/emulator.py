@@ -33,15 +33,15 @@ import trio
 from trio_websocket import ConnectionClosed, Endpoint, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from providers.coinapi import frames, wire
-from providers.coinapi.filters import Scope, validate_request
+from providers.coinapi.filters import INVALID_API_KEY, INVALID_MESSAGE, Scope, validate_request
 from providers.coinapi.plan import HelloLimiter
 from providers.coinapi.symbols import SymbolMapper
 from providers.common.emulator import EmulatorStats, FaultQueue, FaultScript, serve_tcp
 from providers.common.market import DEFAULT_INSTRUMENTS, Instrument, Market
 from schemas.timeutil import NS_PER_S, format_iso_ns
 
-INVALID_KEY: Final = "Invalid API key"
-INVALID_JSON: Final = "Invalid message: not a JSON object with a known type."
+INVALID_KEY: Final = INVALID_API_KEY
+INVALID_JSON: Final = INVALID_MESSAGE
 RATE_LIMITED: Final = "Too many hello/subscribe messages: at most 10 per 10 seconds."
 HEARTBEAT_AFTER: Final = 1.0  # seconds of silence before a heartbeat
 OHLCV_EVERY: Final = 5.0  # seconds between updates of an open OHLCV period

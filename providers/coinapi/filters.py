@@ -39,6 +39,9 @@ DATA_TYPES: Final = frozenset(
     {"trade", "quote", "book", "book5", "book20", "book50", "book_l3", "ohlcv", "exrate", "asset", "exchange", "symbol"}
 )
 DATA_TYPE_REQUIRED: Final = "Parameter subscribe_data_type is required."
+INVALID_API_KEY: Final = "Invalid API key"  # CoinAPI's own text
+#: CoinAPI documents no text for malformed JSON or an unknown message type; this one is ours.
+INVALID_MESSAGE: Final = "Invalid message: not a JSON object with a known type."
 _CACHE_LIMIT: Final = 65_536  # memoized match results per filter; cleared beyond this
 
 

@@ -1,7 +1,8 @@
 """CoinAPI wire messages → normalized `schemas` events. Pure: provider name, instrument and
 receive time are passed in.
 
-Owns: field mapping, side mapping, the "0 means unknown" rules and the per-symbol ticker builder.
+Owns: field mapping, side mapping, the "0 means unknown" rules, fixed-depth book snapshots
+(`book5/20/50` → `Book`) and the per-symbol ticker builder.
 Must never: invent a value CoinAPI did not send (unknown is None), or go through float.
 
 Ticker: CoinAPI V1 has no ticker message, so `TickerBuilder` derives one per symbol from trades
@@ -18,7 +19,7 @@ from decimal import Context, Decimal
 from typing import Final
 
 from providers.coinapi import wire
-from schemas import Quote, Ticker, Trade
+from schemas import Book, BookLevel, Quote, Ticker, Trade
 from schemas.timeutil import NS_PER_S, parse_iso_ns
 
 _SIDES: Final = {"BUY": "buy", "BUY_ESTIMATED": "buy", "SELL": "sell", "SELL_ESTIMATED": "sell"}
@@ -65,6 +66,27 @@ def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_g
         bid_size=_size(msg.bid_size),
         ask_price=msg.ask_price,
         ask_size=_size(msg.ask_size),
+    )
+
+
+def _levels(levels: list[wire.BookLevel]) -> tuple[BookLevel, ...]:
+    return tuple(BookLevel(level.price, level.size) for level in levels)
+
+
+def to_book(
+    msg: wire.Book5 | wire.Book20 | wire.Book50, *, provider: str, exchange: str, symbol: str, ts_gateway: int
+) -> Book:
+    """A top-N snapshot is complete for its depth (no deltas): one Book, best levels first, as sent."""
+    return Book(
+        provider=provider,
+        ts_gateway=ts_gateway,
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=parse_iso_ns(msg.time_exchange),
+        ts_provider=parse_iso_ns(msg.time_coinapi),
+        sequence=msg.sequence,
+        bids=_levels(msg.bids),
+        asks=_levels(msg.asks),
     )
 
 

@@ -3,13 +3,16 @@
 Owns: the wanted set → upstream scope mapping, the choice of hello / subscribe / unsubscribe that
 moves the server from what it has to what we want, and the hello rate limiter.
 Must never: do I/O or read a clock (times are passed in), or send a hello with no filter list
-(CoinAPI reads that as "every symbol of every exchange").
+(CoinAPI reads that as "every symbol of every exchange") unless a stream of every exchange is wanted.
 
 Mapping: a symbol stream becomes an exact symbol filter (`BINANCE_SPOT_BTC_USDT$`); an
 exchange-wide stream becomes an exchange filter (and makes that exchange's symbol filters
-redundant). Data types are the union of what the streams need: `ticker` is derived from `trade`,
-`quote` and the `1DAY` `ohlcv`. CoinAPI applies the data types to the whole filtered set, so the
-adapter receives more than it wants and drops the rest.
+redundant); a stream of every exchange (`StreamKey(dt, None, None)`) drops the filter lists
+altogether (`everything`), since one hello's filters apply to all of its data types. Data types
+are the union of what the streams need: `ticker` is derived from `trade`, `quote` and the `1DAY`
+`ohlcv`; `book` comes from `book50` (the deepest fixed-depth snapshot, which the gateway slices
+for shallower clients). CoinAPI applies the data types to the whole filtered set, so the adapter
+receives more than it wants and drops the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from providers.coinapi.symbols import SymbolMapper
 from schemas.instruments import InstrumentError
 
 #: Upstream data types each of our data types needs.
-UPSTREAM_TYPES: Final = {"trade": ("trade",), "quote": ("quote",), "ticker": ("trade", "quote", "ohlcv")}
+UPSTREAM_TYPES: Final = {
+    "trade": ("trade",),
+    "quote": ("quote",),
+    "ticker": ("trade", "quote", "ohlcv"),
+    "book": ("book50",),
+}
 #: The only OHLCV period the ticker needs: CoinAPI's calendar-day (UTC) candle.
 TICKER_PERIOD: Final = "1DAY"
 #: CoinAPI's limit: 10 hello/subscribe messages per 10 seconds per IP.
@@ -39,15 +47,16 @@ class UpstreamScope:
     symbol_ids: frozenset[str] = frozenset()  # exact filters, with the trailing `$`
     exchange_ids: frozenset[str] = frozenset()
     period_ids: frozenset[str] = frozenset()
+    everything: bool = False  # no filter lists: every symbol of every exchange
 
     @property
     def empty(self) -> bool:
-        return not self.data_types or not (self.symbol_ids or self.exchange_ids)
+        return not self.data_types or not (self.everything or self.symbol_ids or self.exchange_ids)
 
     @property
     def entries(self) -> int:
-        """Upstream subscription entries (filter items), as health reports them."""
-        return len(self.symbol_ids) + len(self.exchange_ids)
+        """Upstream subscription entries (filter items; "everything" is one), as health reports them."""
+        return 1 if self.everything else len(self.symbol_ids) + len(self.exchange_ids)
 
 
 def scope_for(wanted: Set[StreamKey], mapper: SymbolMapper) -> UpstreamScope:
@@ -55,20 +64,27 @@ def scope_for(wanted: Set[StreamKey], mapper: SymbolMapper) -> UpstreamScope:
     types: set[str] = set()
     exchanges: set[str] = set()
     symbols: dict[str, str] = {}  # symbol filter → its CoinAPI exchange id
+    everything = False
     for key in wanted:
         if key.datatype not in UPSTREAM_TYPES:
             continue
-        try:
-            _add_key(key, mapper, exchanges, symbols)
-        except InstrumentError:
-            continue
+        if key.exchange is None:
+            everything = True
+        else:
+            try:
+                _add_key(key, mapper, exchanges, symbols)
+            except InstrumentError:
+                continue
         types.update(UPSTREAM_TYPES[key.datatype])
-    kept = frozenset(s for s, exchange in symbols.items() if exchange not in exchanges)
     periods = frozenset({TICKER_PERIOD}) if "ohlcv" in types else frozenset()
+    if everything:
+        return UpstreamScope(frozenset(types), period_ids=periods, everything=True)
+    kept = frozenset(s for s, exchange in symbols.items() if exchange not in exchanges)
     return UpstreamScope(frozenset(types), kept, frozenset(exchanges), periods)
 
 
 def _add_key(key: StreamKey, mapper: SymbolMapper, exchanges: set[str], symbols: dict[str, str]) -> None:
+    assert key.exchange is not None
     exchange_id = mapper.exchanges.to_coinapi(key.exchange)
     if key.symbol is None:
         exchanges.add(exchange_id)
@@ -113,6 +129,7 @@ def _only_adds(sent: UpstreamScope, target: UpstreamScope) -> bool:
     return (
         target.data_types == sent.data_types
         and target.period_ids == sent.period_ids
+        and target.everything == sent.everything
         and target.symbol_ids >= sent.symbol_ids
         and target.exchange_ids >= sent.exchange_ids
     )

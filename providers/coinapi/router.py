@@ -1,8 +1,10 @@
 """Decoded CoinAPI messages → normalized events of the wanted streams, for one adapter.
 
 Owns: the wanted-set filter (CoinAPI's union filters deliver more than we asked for), the ticker
-builders, sequence-jump gaps, staleness per wanted stream (stale / recovered + gap), and the
-make-before-break de-duplication of what two overlapping connections both deliver.
+builders, book snapshots (`book5/20/50` → `Book`), sequence-jump gaps, staleness per wanted stream
+(stale / recovered + gap), and the make-before-break de-duplication of what two overlapping
+connections both deliver. A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like
+any other; its gaps are reported per exchange it has delivered (a `Gap` always names its exchange).
 Must never: do I/O or read a clock (wall ns and Trio seconds are passed in), or block: the sink
 is synchronous.
 """
@@ -35,7 +37,15 @@ class StreamRouter:
         self._overlap: set | None = None  # keys delivered while a replacement connects
         self._dedupe: set | None = None  # ... which the replacement must not deliver again
         self._dedupe_until = 0.0
-        self._routes = {wire.Trade: self._trade, wire.Quote: self._quote, wire.Ohlcv: self._ohlcv}
+        self._exchanges_seen: dict[str, set[str]] = {}  # data type → exchanges it has delivered
+        self._routes = {
+            wire.Trade: self._trade,
+            wire.Quote: self._quote,
+            wire.Ohlcv: self._ohlcv,
+            wire.Book5: self._book,
+            wire.Book20: self._book,
+            wire.Book50: self._book,
+        }
 
     def want(self, wanted: frozenset[StreamKey], now: float | None) -> None:
         self.wanted = wanted
@@ -79,7 +89,11 @@ class StreamRouter:
 
     def _wants(self, datatype: str, exchange: str, symbol: str) -> bool:
         wanted = self.wanted
-        return StreamKey(datatype, exchange, symbol) in wanted or StreamKey(datatype, exchange, None) in wanted
+        return (
+            StreamKey(datatype, exchange, symbol) in wanted
+            or StreamKey(datatype, exchange, None) in wanted
+            or StreamKey(datatype, None, None) in wanted
+        )
 
     def _ticker(self, exchange: str, symbol: str) -> normalize.TickerBuilder:
         builder = self._tickers.get((exchange, symbol))
@@ -117,6 +131,17 @@ class StreamRouter:
         if want_ticker:
             self._emit_market(self._ticker(*instrument).on_quote(quote), "ticker", now)
 
+    def _book(self, sequences: Sequences, message: wire.Book5 | wire.Book20 | wire.Book50, now_ns: int, now: float) -> None:
+        instrument = self._mapper.instrument(message.symbol_id)
+        kind = type(message).__struct_config__.tag
+        self._check_sequence(sequences, kind, message.symbol_id, instrument, message.sequence, now_ns, datatype="book")
+        if instrument is None or self._duplicate((kind, message.symbol_id, message.time_exchange, message.time_coinapi), now):
+            return
+        if not self._wants("book", *instrument):
+            return
+        book = normalize.to_book(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        self._emit_market(book, "book", now)
+
     def _ohlcv(self, sequences: Sequences, message: wire.Ohlcv, now_ns: int, now: float) -> None:
         instrument = self._mapper.instrument(message.symbol_id)
         if instrument is None or not self._wants("ticker", *instrument):
@@ -125,16 +150,21 @@ class StreamRouter:
         if ticker is not None:
             self._emit_market(ticker, "ticker", now)
 
-    def _check_sequence(self, sequences: Sequences, kind: str, symbol_id: str, instrument, sequence: int | None, now_ns: int) -> None:
-        """CoinAPI numbers messages per (type, symbol_id) for the connection's life: a jump is loss."""
+    def _check_sequence(
+        self, sequences: Sequences, kind: str, symbol_id: str, instrument, sequence: int | None, now_ns: int,
+        datatype: str | None = None,
+    ) -> None:
+        """CoinAPI numbers messages per (type, symbol_id) for the connection's life: a jump is loss.
+        `datatype` is ours when it differs from CoinAPI's message type (`book50` → `book`)."""
         if sequence is None:
             return
+        datatype = datatype or kind
         previous = sequences.get((kind, symbol_id))
         sequences[(kind, symbol_id)] = (sequence, now_ns)
-        if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(kind, *instrument):
+        if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(datatype, *instrument):
             return
         self._sink(Gap(
-            provider=self.provider, ts_gateway=now_ns, datatype=kind, exchange=instrument[0], symbol=instrument[1],
+            provider=self.provider, ts_gateway=now_ns, datatype=datatype, exchange=instrument[0], symbol=instrument[1],
             from_ts=previous[1], to_ts=now_ns, cause="sequence", missed=sequence - previous[0] - 1,
         ))
 
@@ -142,7 +172,12 @@ class StreamRouter:
 
     def _emit_market(self, event: MarketEvent, datatype: str, now: float) -> None:
         """Emit a market event, first reporting the end of a stale period of its stream."""
-        for key in (StreamKey(datatype, event.exchange, event.symbol), StreamKey(datatype, event.exchange, None)):
+        self._exchanges_seen.setdefault(datatype, set()).add(event.exchange)
+        for key in (
+            StreamKey(datatype, event.exchange, event.symbol),
+            StreamKey(datatype, event.exchange, None),
+            StreamKey(datatype, None, None),
+        ):
             since = self.tracker.seen(key, now)
             if since is not None:
                 self._sink(Status(provider=self.provider, ts_gateway=event.ts_gateway, state="recovered", stream=key.channel()))
@@ -157,8 +192,14 @@ class StreamRouter:
             self._sink(Status(provider=self.provider, ts_gateway=now_ns, state="stale", stream=key.channel(), reason=reason))
 
     def gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int, cause: str) -> None:
+        """One Gap per stream; a stream of every exchange is one Gap per exchange it has delivered."""
         for key in keys:
-            self._sink(Gap(
-                provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=key.exchange,
-                symbol=key.symbol, from_ts=from_ns, to_ts=to_ns, cause=cause,  # type: ignore[arg-type]
-            ))
+            if key.exchange is None:
+                exchanges = sorted(self._exchanges_seen.get(key.datatype, ()))
+            else:
+                exchanges = [key.exchange]
+            for exchange in exchanges:
+                self._sink(Gap(
+                    provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=exchange,
+                    symbol=key.symbol, from_ts=from_ns, to_ts=to_ns, cause=cause,  # type: ignore[arg-type]
+                ))

@@ -3,12 +3,12 @@
 Owns: the upstream connection(s) and their lifecycle — connect with the key, hello, coalesced and
 rate-limited scope updates, decoding, reconnect gaps, make-before-break on the server's `reconnect`
 notice, connection status events, health. What a decoded message becomes (wanted-set filtering,
-tickers, sequence and staleness gaps, de-duplication) is `router.StreamRouter`'s. Timers are kept
+tickers, books, sequence and staleness gaps, de-duplication) is `router.StreamRouter`'s. Timers are kept
 apart: transport ping (dead peer), data idle per connection (connected but mute; heartbeats count
 as data), staleness per wanted stream (the watchdog here, the rules in the router).
 Must never: await the sink (it is synchronous), let the API key reach a log, an exception or health,
-send a hello with an empty scope (CoinAPI would read it as "everything"), or exceed CoinAPI's
-10 hello/subscribe per 10 s.
+send a hello with an empty scope (CoinAPI would read it as "everything"; a stream of every exchange
+asks for that on purpose, see `plan`), or exceed CoinAPI's 10 hello/subscribe per 10 s.
 
 Shape: `run` = staleness watchdog + `reconnect_forever(_session)`. One `_session` is one logical
 session; it may hop from connection to connection on `reconnect` notices without counting as a
@@ -90,7 +90,7 @@ class _Link:
 
 class CoinApiAdapter:
     kind = "coinapi"
-    datatypes = frozenset({"trade", "quote", "ticker"})
+    datatypes = frozenset({"trade", "quote", "ticker", "book"})
 
     def __init__(
         self,

@@ -54,8 +54,9 @@ class BookLevel(msgspec.Struct):
     size: Decimal  # in a delta, 0 removes the level
 
 
-class Book(_ServerMessage, tag="book", kw_only=True, omit_defaults=True):
-    """Full L2: a snapshot, then deltas (`is_snapshot` false) carrying changed levels."""
+class Book(_ServerMessage, tag="book", kw_only=True, omit_defaults=False):
+    """Full L2: a snapshot, then deltas (`is_snapshot` false) carrying changed levels. Books are
+    encoded with every field (`omit_defaults=False`): an empty side is `[]`, never left out."""
 
     symbol_id: str
     sequence: int | None = None
@@ -66,8 +67,8 @@ class Book(_ServerMessage, tag="book", kw_only=True, omit_defaults=True):
     bids: list[BookLevel] = []
 
 
-class _BookTop(_ServerMessage, kw_only=True, omit_defaults=True):
-    """The top N levels, always complete (no deltas)."""
+class _BookTop(_ServerMessage, kw_only=True, omit_defaults=False):
+    """The top N levels, always complete (no deltas); an empty side is encoded as `[]`."""
 
     symbol_id: str
     sequence: int | None = None
@@ -77,15 +78,15 @@ class _BookTop(_ServerMessage, kw_only=True, omit_defaults=True):
     bids: list[BookLevel] = []
 
 
-class Book5(_BookTop, tag="book5", kw_only=True, omit_defaults=True):
+class Book5(_BookTop, tag="book5", kw_only=True, omit_defaults=False):
     pass
 
 
-class Book20(_BookTop, tag="book20", kw_only=True, omit_defaults=True):
+class Book20(_BookTop, tag="book20", kw_only=True, omit_defaults=False):
     pass
 
 
-class Book50(_BookTop, tag="book50", kw_only=True, omit_defaults=True):
+class Book50(_BookTop, tag="book50", kw_only=True, omit_defaults=False):
     pass
 
 
@@ -227,11 +228,16 @@ def _tag_prefix(cls: type) -> bytes:
 _PREFIXES: Final = {cls: _tag_prefix(cls) for cls in ServerMessage.__args__}  # type: ignore[attr-defined]
 
 
-def encode_server(message: ServerMessage) -> str:
-    """Compact JSON text with `type` LAST, as the live server writes it (msgspec writes the tag
+def encode_server_bytes(message: ServerMessage) -> bytes:
+    """Compact UTF-8 JSON with `type` LAST, as the live server writes it (msgspec writes the tag
     first; moving it exercises every client's tolerance of the real field order)."""
     body = _encoder.encode(message)
     prefix = _PREFIXES[type(message)]
     if len(body) == len(prefix) + 1:  # no other fields: {"type":"hearbeat"}
-        return body.decode()
-    return (b"{" + body[len(prefix) + 1 : -1] + b"," + prefix[1:] + b"}").decode()
+        return body
+    return b"{" + body[len(prefix) + 1 : -1] + b"," + prefix[1:] + b"}"
+
+
+def encode_server(message: ServerMessage) -> str:
+    """`encode_server_bytes` as text (what a WebSocket library's `send_message` takes)."""
+    return encode_server_bytes(message).decode()

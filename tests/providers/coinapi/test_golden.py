@@ -27,6 +27,8 @@ def normalized(message: wire.ServerMessage) -> list:
         events = [normalize.to_trade(message, exchange=instrument[0], symbol=instrument[1], **context)]
     elif isinstance(message, wire.Quote):
         events = [normalize.to_quote(message, exchange=instrument[0], symbol=instrument[1], **context)]
+    elif isinstance(message, (wire.Book5, wire.Book20, wire.Book50)):
+        events = [normalize.to_book(message, exchange=instrument[0], symbol=instrument[1], **context)]
     elif isinstance(message, wire.Ohlcv):
         builder = normalize.TickerBuilder(PROVIDER, *instrument)
         events = [builder.on_ohlcv(message, TS_GATEWAY)]

@@ -30,7 +30,7 @@ def test_scope_for_maps_streams_to_exact_symbols_and_exchanges() -> None:
             StreamKey("ticker", "coinbase", "BTC/USD"),
             StreamKey("quote", "binance", None),
             StreamKey("trade", "binance", "ETH/USDT"),  # covered by the exchange-wide stream
-            StreamKey("book", "kraken", "BTC/USD"),  # not a data type this adapter serves
+            StreamKey("funding", "kraken", "BTC/USD"),  # not a data type this adapter serves
             StreamKey("trade", "okx", "not a symbol"),
         },
         MAPPER,

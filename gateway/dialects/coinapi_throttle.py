@@ -1,0 +1,85 @@
+"""Per-connection update limits (`subscribe_update_limit_ms_quote`, `..._book_snapshot`). Pure.
+
+Rule, per stream of one connection: at most one frame per interval. A frame arriving when the
+stream's interval is over goes out at once and opens a new interval; frames arriving inside it
+are held, each replacing the one before, and the latest goes out when the interval ends (opening
+the next one) — conflated, never dropped. Times are passed in (Trio seconds); the session asks
+`admit` on the hot path, `hold`s what it may not send yet, and its timer task `release`s.
+Must never: read a clock, or hold more than one frame per stream.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from itertools import count
+
+
+@dataclass
+class _Window:
+    ends: float
+    interval: float
+    pending: bytes | None = None
+    timed: bool = False  # a release is scheduled for this stream
+
+
+class Throttle:
+    def __init__(self) -> None:
+        self._windows: dict[Hashable, _Window] = {}
+        self._timers: list[tuple[float, int, Hashable]] = []  # (when, tie-break, stream)
+        self._order = count()
+
+    def admit(self, key: Hashable, interval: float, now: float) -> bool:
+        """True: send this frame now (a new interval starts). False: `hold` it."""
+        window = self._windows.get(key)
+        if window is None:
+            self._windows[key] = _Window(now + interval, interval)
+            return True
+        if now >= window.ends:
+            window.ends, window.interval, window.pending = now + interval, interval, None
+            return True
+        return False
+
+    def hold(self, key: Hashable, data: bytes) -> bool:
+        """Keep `data` (replacing a held frame) for the end of the interval; True when that end
+        is a new timer (the caller's timer task may have to wake earlier)."""
+        window = self._windows[key]
+        window.pending = data
+        if window.timed:
+            return False
+        window.timed = True
+        heapq.heappush(self._timers, (window.ends, next(self._order), key))
+        return True
+
+    def next_release(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def release(self, now: float) -> list[tuple[Hashable, bytes]]:
+        """The held frames whose interval has ended by `now`, oldest timer first."""
+        out: list[tuple[Hashable, bytes]] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, _, key = heapq.heappop(self._timers)
+            window = self._windows.get(key)
+            if window is None:
+                continue
+            window.timed = False
+            if window.pending is None:
+                continue
+            if now >= window.ends:
+                out.append((key, window.pending))
+                window.pending, window.ends = None, now + window.interval
+            else:  # a newer frame went out meanwhile and opened a later interval
+                window.timed = True
+                heapq.heappush(self._timers, (window.ends, next(self._order), key))
+        return out
+
+    def drop(self, which: Callable[[Hashable], bool]) -> list[tuple[Hashable, bytes]]:
+        """Forget the streams `which` selects (their limit changed, or they are no longer wanted);
+        returns their held frames, for the caller to send now or discard."""
+        held = []
+        for key in [k for k in self._windows if which(k)]:
+            window = self._windows.pop(key)
+            if window.pending is not None:
+                held.append((key, window.pending))
+        return held
