@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Set
 from typing import Final
 
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected
+from trio_websocket import ConnectionClosed
 
 from providers.base import (
     AuthRejected,
@@ -43,6 +43,7 @@ from providers.coinapi import plan, wire
 from providers.coinapi.router import StreamRouter
 from providers.coinapi.symbols import ExchangeMap, SymbolMapper
 from providers.common.backoff import Backoff
+from providers.common.signal import Wakeup
 from providers.common.liveness import IdleDeadline
 from providers.common.reconnect import AUTH_RETRY_SECONDS, LinkState, classify, reconnect_forever
 from providers.common.transport import Connector, TransportError, connect_tcp
@@ -58,20 +59,6 @@ COALESCE_SECONDS: Final = 0.05
 #: jitter moves closer together than our send times.
 HELLO_WINDOW_MARGIN: Final = 0.5
 CLOSE_TIMEOUT: Final = 1.0  # a peer that does not answer our close frame is cut off after this
-
-
-class _Signal:
-    """A wake-up for one waiting task that is never lost: firing before the wait counts."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
 
 
 class _Link:
@@ -128,7 +115,7 @@ class CoinApiAdapter:
         self._wanted: frozenset[StreamKey] = frozenset()
         self._target_for: frozenset[StreamKey] | None = None
         self._target = plan.UpstreamScope()
-        self._wanted_changed, self._send_needed = _Signal(), _Signal()
+        self._wanted_changed, self._send_needed = Wakeup(), Wakeup()
         self._link_ids = itertools.count(1)
         self._links: list[_Link] = []
         self._active: _Link | None = None
@@ -240,9 +227,6 @@ class CoinApiAdapter:
                     await self._close_quietly(link)  # while the library's reader can still see the reply
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            refused = _refused_key(exc)
-            if refused is not None:
-                raise refused from None
             if not self._survivable(link, exc):
                 raise
         finally:
@@ -439,22 +423,6 @@ def _now() -> float | None:
         return trio.current_time()
     except RuntimeError:
         return None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _refused_key(exc: BaseException) -> AuthRejected | None:
-    """An upgrade refused with 401/403 is a refused key, however the library reported it
-    (trio-websocket raises the refusal from its reader task, past the connector's mapping)."""
-    for leaf in _leaves(exc):
-        status = getattr(leaf, "status_code", None) if isinstance(leaf, ConnectionRejected) else getattr(leaf, "status", None)
-        if status in (401, 403):
-            return AuthRejected(f"upgrade refused with HTTP {status}")
-    return None
 
 
 def _age(then: float | None, now: float | None) -> float | None:

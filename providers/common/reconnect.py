@@ -16,6 +16,8 @@ import trio
 
 from providers.base import AuthRejected, ConnectionStateName, ProviderError
 from providers.common.backoff import Backoff
+from trio_websocket import ConnectionRejected
+
 from providers.common.transport import TRANSPORT_ERRORS, TransportError
 
 log = logging.getLogger(__name__)
@@ -89,13 +91,31 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+#: HTTP statuses of a refused upgrade that mean "your key", not "try again".
+AUTH_STATUSES = frozenset({401, 403})
+
+
+def refused_status(leaf: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket upgrade, however it surfaced: trio-websocket raises
+    `ConnectionRejected` from the connection's reader task (out of the nursery the connector was
+    given, not out of the connector), so it is recognised here, where every session ends."""
+    if isinstance(leaf, ConnectionRejected):
+        return leaf.status_code
+    if isinstance(leaf, TransportError):
+        return leaf.status
+    return None
+
+
 def classify(exc: BaseException) -> tuple[str, BaseException]:
     """("auth" | "retry" | "bug", the exception that decided it). Nurseries wrap errors in
-    exception groups, so the leaves decide: any auth rejection wins; all-retryable retries."""
+    exception groups, so the leaves decide: any auth rejection (in the protocol, or an upgrade
+    refused with 401/403) wins; all-retryable retries."""
     leaves = _leaves(exc)
     for leaf in leaves:
         if isinstance(leaf, AuthRejected):
             return "auth", leaf
+        if refused_status(leaf) in AUTH_STATUSES:
+            return "auth", AuthRejected(f"upgrade refused with HTTP {refused_status(leaf)}")
     if all(isinstance(leaf, RETRYABLE) for leaf in leaves):
         return "retry", leaves[0]
     return "bug", exc

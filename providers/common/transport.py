@@ -2,8 +2,9 @@
 swap in memory streams (and fake time) without the adapter knowing.
 
 A `Connector` takes the nursery that will own the connection's background reader, the URL and
-the upgrade headers, and returns an open trio-websocket connection. Library exceptions are mapped
-to `TransportError` here, once.
+the upgrade headers, and returns an open trio-websocket connection. Connect failures are mapped to
+`TransportError` here. A refused upgrade is the exception: trio-websocket raises `ConnectionRejected`
+from its reader task into that nursery, so `reconnect.classify` recognises it where sessions end.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import trio
 import trio.testing
 from trio_websocket import (
     ConnectionClosed,
-    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     connect_websocket_url,
@@ -42,8 +42,6 @@ async def connect_tcp(nursery: trio.Nursery, url: str, headers: Headers) -> WebS
     """The production connector: a real socket (TLS for wss://)."""
     try:
         return await connect_websocket_url(nursery, url, extra_headers=headers)
-    except ConnectionRejected as exc:
-        raise TransportError(f"upgrade refused with HTTP {exc.status_code}", exc.status_code) from None
     except TRANSPORT_ERRORS as exc:
         raise TransportError(f"cannot connect: {type(exc).__name__}") from None
 
@@ -61,8 +59,6 @@ def memory_connector(serve: StreamHandler, handler_nursery: trio.Nursery) -> Con
             return await wrap_client_stream(
                 nursery, client_end, parts.hostname or "localhost", resource, extra_headers=headers
             )
-        except ConnectionRejected as exc:
-            raise TransportError(f"upgrade refused with HTTP {exc.status_code}", exc.status_code) from None
         except TRANSPORT_ERRORS as exc:
             raise TransportError(f"cannot connect: {type(exc).__name__}") from None
 

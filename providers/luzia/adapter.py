@@ -27,7 +27,6 @@ from functools import partial
 from typing import Final, NamedTuple
 
 import trio
-from trio_websocket import ConnectionRejected
 
 from providers.base import (
     ConnectionHealth,
@@ -38,6 +37,7 @@ from providers.base import (
     StreamKey,
 )
 from providers.common.backoff import Backoff
+from providers.common.signal import Wakeup
 from providers.common.liveness import IdleDeadline, StalenessTracker
 from providers.common.reconnect import AUTH_RETRY_SECONDS, RETRYABLE, LinkState, classify, reconnect_forever
 from providers.common.transport import Connector, connect_tcp
@@ -77,20 +77,6 @@ def websocket_url(base: str) -> str:
     raise ValueError(f"not an http(s) or ws(s) URL: {base!r}")
 
 
-class _Signal:
-    """A wake-up that is not lost if it is set while nobody waits."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
-
-
 @dataclass(eq=False)
 class _Slot:
     """One upstream connection slot (the tier allows a fixed number)."""
@@ -99,7 +85,7 @@ class _Slot:
     backoff: Backoff
     link: LinkState = field(default_factory=LinkState)
     desired: frozenset[str] = frozenset()  # the channels the plan puts here
-    wake: _Signal = field(default_factory=_Signal)  # `desired` changed
+    wake: Wakeup = field(default_factory=Wakeup)  # `desired` changed
     running: bool = False
     scope: trio.CancelScope | None = None
     conn: session.LuziaConnection | None = None  # the current or last connection
@@ -235,7 +221,7 @@ class LuziaAdapter:
         for slot, channels in zip(self._slots, self._plan.connections):
             if channels != slot.desired:
                 slot.desired = channels
-                slot.wake.set()
+                slot.wake.fire()
         self._route()
         self._reconcile()
 
@@ -273,7 +259,7 @@ class LuziaAdapter:
                 self._nursery.start_soon(self._run_slot, slot)
             elif not slot.desired and slot.scope is not None:
                 if slot.conn is not None and slot.conn.live:
-                    slot.wake.set()  # `_keep_synced` retires it, with a polite close
+                    slot.wake.fire()  # `_keep_synced` retires it, with a polite close
                 else:
                     slot.scope.cancel()  # nothing open to be polite to
 
@@ -324,10 +310,7 @@ class LuziaAdapter:
             raise
 
     async def _connection_life(self, slot: _Slot, mark_healthy) -> None:
-        try:
-            await self._connection_in_nursery(slot, mark_healthy)
-        except* ConnectionRejected as group:
-            raise session.rejected_upgrade(group) from None
+        await self._connection_in_nursery(slot, mark_healthy)
 
     async def _connection_in_nursery(self, slot: _Slot, mark_healthy) -> None:
         # The WebSocket's reader task lives in `transport`, apart from the session's own tasks, so

@@ -21,7 +21,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from providers.base import AuthRejected, ProviderError
-from providers.common.transport import Connector, Headers, TransportError
+from providers.common.transport import Connector, Headers
 from providers.luzia import wire
 
 #: Luzia's documented heartbeat period; the SDKs ping this often.
@@ -35,8 +35,6 @@ CLOSE_TIMEOUT: Final = 1.0
 SUBSCRIBE_BATCH: Final = 50
 
 _PING_FRAME: Final = wire.encode(wire.Ping())
-#: HTTP statuses of a refused upgrade that mean "your key", not "try again".
-_AUTH_STATUSES: Final = frozenset({401, 403})
 
 Dispatch = Callable[["LuziaConnection", str], object]
 
@@ -143,7 +141,7 @@ async def open_connection(
     ws: WebSocketConnection | None = None
     try:
         with trio.fail_after(timeout):
-            ws = await _upgrade(connector, nursery, url, headers)
+            ws = await connector(nursery, url, headers)
             connection = LuziaConnection(ws)
             return connection, await connection.handshake(dispatch)
     except trio.TooSlowError:
@@ -152,35 +150,6 @@ async def open_connection(
         if ws is not None:
             await close_quietly(ws)
         raise
-
-
-async def _upgrade(connector: Connector, nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:
-    try:
-        return await connector(nursery, url, headers)
-    except TransportError as exc:
-        if exc.status is not None:
-            raise upgrade_refused(exc.status) from None
-        raise
-
-
-def upgrade_refused(status: int) -> Exception:
-    """A refused upgrade: 401/403 is our key (AuthRejected), anything else is worth a retry.
-
-    trio-websocket raises `ConnectionRejected` from the connection's reader task, i.e. out of the
-    nursery the connector was given, not out of the connector; so the session maps it where that
-    nursery ends (`rejected_upgrade`) as well as here.
-    """
-    if status in _AUTH_STATUSES:
-        return AuthRejected(f"upgrade refused with HTTP {status}")
-    return TransportError(f"upgrade refused with HTTP {status}", status)
-
-
-def rejected_upgrade(group: BaseExceptionGroup) -> Exception:
-    """The mapped error for a nursery's group of `ConnectionRejected` (the first one decides)."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return upgrade_refused(getattr(leaf, "status_code", 0))
 
 
 async def close_quietly(ws: WebSocketConnection) -> None:
