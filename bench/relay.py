@@ -2,7 +2,8 @@
 
 Each target runs in its own process (as in production), fed by a CoinAPI emulator process; the
 clients live in this process and parse frames with a minimal reader so they are not the bottleneck.
-For 1 and 10 clients it prints, per target:
+For 1 and 10 clients it prints, per target (then the same with `blast_upstream.py`, a source that
+is never the bottleneck, to show where the target itself saturates):
 - saturated: messages/second delivered per client and in total, emulator at full speed, and the
   target process's CPU time per upstream message (the figure that does not depend on which of the
   three processes sharing two cores happens to be the bottleneck);
@@ -82,6 +83,10 @@ def _spawn(args: list[str], pattern: str, env: dict[str, str] | None = None) -> 
 def _emulator(rate: float) -> tuple[subprocess.Popen, int]:
     return _spawn([PYTHON, "-m", "gateway", "--log-level", "WARNING", "emulate", "coinapi", "--rate", str(rate)],
                   r"listening on ws://127\.0\.0\.1:(\d+)")
+
+
+def _blast() -> tuple[subprocess.Popen, int]:
+    return _spawn([PYTHON, os.path.join(HERE, "blast_upstream.py")], r"listening on ws://127\.0\.0\.1:(\d+)")
 
 
 def _gateway(upstream_port: int) -> tuple[subprocess.Popen, int]:
@@ -201,8 +206,9 @@ async def _measure(port: int, native: bool, clients: int, seconds: float, pid: i
     return PhaseResult(results, cpu[1] - cpu[0])
 
 
-def run_phase(target: str, clients: int, rate: float, seconds: float) -> PhaseResult:
-    emulator, upstream_port = _emulator(rate)
+def run_phase(target: str, clients: int, rate: float | None, seconds: float) -> PhaseResult:
+    """`rate` None: the blast upstream instead of the emulator."""
+    emulator, upstream_port = _blast() if rate is None else _emulator(rate)
     try:
         proc, port = (_gateway if target == "mdgateway" else _bare_relay)(upstream_port)
         try:
@@ -242,6 +248,16 @@ def main() -> int:
             inside_text = f"{_percentile(inside, 50):>10,.0f} {_percentile(inside, 99):>7,.0f}" if inside else f"{'-':>10} {'-':>7}"
             print(f"{target:<11} {clients:>7} | {per_client:>16,.0f} {total:>12,.0f} {cpu_per_message:>10,.1f} |"
                   f" {_percentile(latencies, 50):>8,.0f} {_percentile(latencies, 99):>8,.0f} | {inside_text}", flush=True)
+    print()
+    print("With the blast upstream (pre-shaped trades, batched writes): where the target itself saturates")
+    print(f"{'target':<11} {'clients':>7} | {'msg/s per client':>16} {'deliveries/s':>12} {'CPU µs/msg':>10}")
+    for clients in counts:
+        for target in ("bare-relay", "mdgateway"):
+            blasted = run_phase(target, clients, None, args.seconds)
+            per_client = statistics.mean(r.messages for r in blasted.clients) / args.seconds
+            total = sum(r.messages for r in blasted.clients) / args.seconds
+            cpu_per_message = blasted.cpu_seconds / max(1, per_client * args.seconds) * 1e6
+            print(f"{target:<11} {clients:>7} | {per_client:>16,.0f} {total:>12,.0f} {cpu_per_message:>10,.1f}", flush=True)
     return 0
 
 
