@@ -51,6 +51,7 @@ class WebSocketPeer:
         self.request = request
         self.outbox = outbox
         self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self.remote = _remote_address(stream)  # (host, port) of the client, kept for logs and tests
         self._parts: list[str | bytes] = []
         self._size = 0
         self.close_code: int | None = None
@@ -181,3 +182,11 @@ class WebSocketPeer:
             pass
         self._writer_done = True
         self._finish_soon()
+
+
+def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The client's address, read once at accept (a closing socket can no longer say)."""
+    try:
+        return tuple(stream.socket.getpeername()[:2]) if isinstance(stream, trio.SocketStream) else None
+    except OSError:
+        return None

@@ -138,7 +138,7 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_is_told_what_it_misse
         for symbol, seq in sequences.items():  # every trade of every symbol, none skipped
             assert seq == list(range(seq[0], seq[0] + len(seq))), symbol
         slow_port = slow.getsockname()[1]
-        (slow_peer,) = [p for p in gateway.server.peers if p.stream.socket.getpeername()[1] == slow_port]
+        (slow_peer,) = [p for p in gateway.server.peers if p.remote and p.remote[1] == slow_port]
         assert slow_peer.outbox.dropped_trades > 0
         # Now the slow client reads, and finds a gap event telling it what it missed.
         received = b""
