@@ -8,13 +8,15 @@ write. Policy when the queue holds `limit` frames (the client is not keeping up)
   distinct latest-wins streams, which the subscription limit bounds;
 - trades are dropped, and the window they covered is handed to the writer as a `DroppedWindow` so
   the client is told with a `gap` event — data is never lost silently;
-- control frames (replies, close) are never dropped; a client that lets more than `control_limit`
-  of them pile up is not reading at all and `overflowed` tells the owner to disconnect it.
+- control frames (replies, pongs, status, heartbeats, close) are never dropped; a client that lets
+  more than `control_limit` of them pile up is not reading at all: `on_overflow` is called once
+  (the owner disconnects it) and nothing more is queued.
+Once `close()` has been called nothing more is queued: no frame may follow a close frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import trio
@@ -31,9 +33,10 @@ class DroppedWindow:
 
 
 class Outbox:
-    def __init__(self, limit: int, control_limit: int = 1024) -> None:
+    def __init__(self, limit: int, control_limit: int = 1024, on_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.control_limit = control_limit
+        self.on_overflow = on_overflow
         self._frames: list[bytes] = []
         self._latest_slot: dict[Hashable, int] = {}  # stream → index of its frame in _frames
         self._dropped: dict[Hashable, DroppedWindow] = {}
@@ -47,16 +50,22 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._frames)
 
-    @property
-    def overflowed(self) -> bool:
-        return self._controls > self.control_limit
-
     def put_control(self, data: bytes) -> None:
+        if self.closed:
+            return
         self._controls += 1
+        if self._controls > self.control_limit:
+            self.closed = True  # nothing more is queued for a client that reads nothing
+            self._ready.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return
         self._append(data)
 
     def put_latest(self, key: Hashable, data: bytes) -> None:
         """A quote or ticker: when the client lags, only the newest per stream matters."""
+        if self.closed:
+            return
         if len(self._frames) >= self.limit:
             slot = self._latest_slot.get(key)
             if slot is not None:
@@ -68,6 +77,8 @@ class Outbox:
 
     def put_trade(self, key: Hashable, data: bytes, ts: int) -> None:
         """A trade: every one matters, so when full it is dropped *and recorded*."""
+        if self.closed:
+            return
         if len(self._frames) < self.limit:
             self._append(data)
             return
@@ -97,7 +108,10 @@ class Outbox:
         self.sent_frames += len(frames)
         return frames, dropped
 
-    def close(self) -> None:
-        """Wake the writer for good: it sends what is left and stops."""
+    def close(self, final: bytes | None = None) -> None:
+        """Queue `final` (the close frame) last, then accept nothing more; the writer sends what is
+        queued and stops."""
+        if final is not None and not self.closed:
+            self._frames.append(final)
         self.closed = True
         self._ready.set()

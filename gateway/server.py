@@ -101,12 +101,15 @@ class Server:
                 if is_websocket_upgrade(parsed):
                     await self._upgrade(stream, conn, request, parsed)
                     return
-                if not await self._respond(stream, conn, await self.app.http(parsed)):
+                response = await self.app.http(parsed)
+                if not await self._respond(stream, conn, response, head_only=parsed.method == "HEAD"):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         except h11.RemoteProtocolError as exc:
             await _send_error(stream, conn, exc.error_status_hint, str(exc))
+        except Exception:  # noqa: BLE001 - one connection's failure must not stop the gateway
+            log.exception("connection from a client failed; closing only that connection")
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
@@ -146,19 +149,23 @@ class Server:
         finally:
             self.peers.discard(peer)
 
-    async def _respond(self, stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse) -> bool:
-        """Send `response`; True when the connection can carry another request."""
-        while conn.their_state is h11.SEND_BODY:  # we read no request bodies: skip to the end
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(_RECEIVE_CHUNK))
+    async def _respond(self, stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse, head_only: bool = False) -> bool:
+        """Send `response` (without its body for HEAD); True when the connection can carry another request."""
+        with trio.move_on_after(REQUEST_TIMEOUT_SECONDS) as body_deadline:
+            while conn.their_state is h11.SEND_BODY:  # we read no request bodies: skip to the end
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(_RECEIVE_CHUNK))
+        if body_deadline.cancelled_caught:
+            return False
         headers = [
             ("content-type", response.content_type),
             ("content-length", str(len(response.body))),
             *response.headers,
         ]
         await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
-        await stream.send_all(conn.send(h11.Data(data=response.body)) + conn.send(h11.EndOfMessage()))
+        body = b"" if head_only else conn.send(h11.Data(data=response.body))
+        await stream.send_all(body + conn.send(h11.EndOfMessage()))
         if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
             return False
         conn.start_next_cycle()

@@ -28,6 +28,9 @@ MAX_CLIENT_MESSAGE = 64 * 1024
 #: How long a closing client gets to take its last frames before the socket is cut.
 CLOSE_GRACE_SECONDS = 2.0
 _RECEIVE_CHUNK = 65536
+#: A client whose socket accepts nothing for this long is gone (asleep, half-open, stuck): it is
+#: cut off, which releases its subscriptions. Short stalls are the outbox policy's business.
+WRITE_STALL_SECONDS = 30.0
 
 
 class Session(Protocol):
@@ -52,6 +55,7 @@ class WebSocketPeer:
         self.outbox = outbox
         self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         self.remote = _remote_address(stream)  # (host, port) of the client, kept for logs and tests
+        outbox.on_overflow = self._overflowed
         self._parts: list[str | bytes] = []
         self._size = 0
         self.close_code: int | None = None
@@ -69,7 +73,7 @@ class WebSocketPeer:
         try:
             self._ws.initiate_upgrade_connection(self.request.headers, self.request.target)
             event = next(self._ws.events())
-        except RemoteProtocolError as exc:
+        except (RemoteProtocolError, h11.LocalProtocolError) as exc:  # h11: e.g. HTTP/1.0 without Host
             return str(exc)
         return None if isinstance(event, Request) else "not a WebSocket upgrade"
 
@@ -87,12 +91,18 @@ class WebSocketPeer:
                 self.outbox.put_control(frame)
         self.close(code, reason)
 
+    def _overflowed(self) -> None:
+        """The client let more replies pile up than its outbox allows: it reads nothing; cut it off."""
+        log.info("client %s is not reading: disconnecting", self.remote)
+        if self.close_code is None:
+            self.close_code = 1008
+        self._scope.cancel()
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame after whatever is pending; the writer sends it and stops."""
         if self.close_code is None:
             self.close_code = code
-            self.outbox.put_control(close_frame(code, reason))
-            self.outbox.close()
+            self.outbox.close(close_frame(code, reason))
 
     async def run(self, session: Session) -> None:
         """Serve until the client closes, the connection breaks, or `close()` was called."""
@@ -145,9 +155,8 @@ class WebSocketPeer:
                 if self.close_code is None:
                     self.close_code = event.code
                     # A dropped connection (EOF, 1006) has no close handshake left to answer.
-                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                        self.outbox.put_control(self._ws.send(event.response()))
-                    self.outbox.close()
+                    answer = self._ws.send(event.response()) if self._ws.state is ConnectionState.REMOTE_CLOSING else None
+                    self.outbox.close(answer)
                 return False
         return True
 
@@ -161,9 +170,6 @@ class WebSocketPeer:
             message = self._parts[0] if len(self._parts) == 1 else type(event.data)().join(self._parts)
             self._parts, self._size = [], 0
             session.on_message(message)
-            if self.outbox.overflowed:
-                self.close(1008, "client is not reading its replies")
-                return False
         return True
 
     async def _writer(self, session: Session) -> None:
@@ -175,7 +181,11 @@ class WebSocketPeer:
                 if dropped:
                     frames.extend(session.gap_frames(dropped))
                 if frames:
-                    await self.stream.send_all(b"".join(frames))
+                    with trio.move_on_after(WRITE_STALL_SECONDS) as stall:
+                        await self.stream.send_all(b"".join(frames))
+                    if stall.cancelled_caught:  # a client that reads nothing for this long is gone
+                        log.info("client %s stalled for %.0f s: disconnecting", self.remote, WRITE_STALL_SECONDS)
+                        break
                 if outbox.closed and not len(outbox):
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -217,7 +217,7 @@ class CoinApiSession:
         """Whether this client gets `event` now. Runs once per event per client on the hub's
         publish path: one memo lookup per (data type, exchange, symbol) in the common case."""
         datatype = _DATATYPE_OF.get(event.__class__)
-        if datatype is None or self.outbox.closed:
+        if datatype is None:
             return False
         key = (datatype, event.exchange, event.symbol)  # type: ignore[union-attr]
         choice = self._choices.get(key)

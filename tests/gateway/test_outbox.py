@@ -48,13 +48,26 @@ def test_full_outbox_drops_trades_and_reports_the_window():
     assert box.take() == ([], [])
 
 
-def test_control_frames_are_never_dropped_but_overflow_is_flagged():
-    box = Outbox(limit=1, control_limit=3)
-    for i in range(4):
+def test_control_frames_are_bounded_too_a_client_that_reads_nothing_is_given_up():
+    overflows = []
+    box = Outbox(limit=1, control_limit=3, on_overflow=lambda: overflows.append(True))
+    for i in range(3):
         box.put_control(b"c%d" % i)
-    assert box.overflowed
-    assert box.take()[0] == [b"c0", b"c1", b"c2", b"c3"]
-    assert not box.overflowed
+    assert box.take()[0] == [b"c0", b"c1", b"c2"]  # taken in time: the count starts again
+    for i in range(5):
+        box.put_control(b"d%d" % i)
+    assert overflows == [True]  # once
+    assert box.closed and box.take()[0] == [b"d0", b"d1", b"d2"]
+
+
+def test_nothing_follows_the_close_frame():
+    box = Outbox(limit=10)
+    box.put_trade(TRADES, b"t1", 1)
+    box.close(b"close")
+    box.put_trade(TRADES, b"t2", 2)
+    box.put_latest(BTC, b"q")
+    box.put_control(b"c")
+    assert box.take()[0] == [b"t1", b"close"]
 
 
 async def test_wait_wakes_on_put_and_close():

@@ -179,3 +179,45 @@ async def test_native_endpoint_requires_the_local_key_when_keys_are_configured(n
     async with open_websocket_url(f"ws://127.0.0.1:{port}/stream", extra_headers=[(b"authorization", b"Bearer k-local")]) as ws:
         await ws.send_message('{"type":"ping"}')
         assert json.loads(await ws.get_message())["type"] == "pong"
+
+
+async def test_head_and_an_upgrade_without_host_do_not_take_the_gateway_down(gateway):
+    _, _, port = gateway
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length" in head and body == b""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /stream HTTP/1.0\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+                              b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.0 400") or data.startswith(b"HTTP/1.1 400")
+    assert (await _http_get(port, "/healthz"))[0] == 200  # still serving
+
+
+async def test_a_client_that_pings_but_never_reads_is_cut_off(gateway):
+    """Pongs are control frames: bounded like the rest, or a ping flood would grow memory forever."""
+    hub, server, port = gateway
+    sock = trio.socket.socket()
+    sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    await sock.send(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await sock.recv(1)
+    ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125  # masked (zero mask) ping, 125-byte payload
+    with trio.fail_after(30):
+        try:
+            while True:  # the gateway must hang up on us before we run out of patience
+                await sock.send(ping * 64)
+        except OSError:
+            pass
+    sock.close()
