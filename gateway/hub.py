@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Protocol
 
 from gateway.outbox import Outbox
@@ -54,6 +55,8 @@ class Hub:
         self.serving: dict[str, str | None] = {}
         self.events_in = 0
         self.events_unrouted = 0
+        self._batch_depth = 0
+        self._dirty = False
 
     def add_adapter(self, adapter: Adapter) -> None:
         """Adapters are added after the hub exists, because the hub's `publish` is their sink."""
@@ -79,11 +82,28 @@ class Hub:
         kinds = ", ".join(f"{n} ({self.adapters[n].kind})" if n in self.adapters else n for n in names)
         return f"{datatype} is routed to {kinds}, which cannot provide {datatype}"
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many (un)subscribes, one re-plan: a client's thousand channels must not cost a thousand."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0 and self._dirty:
+                self.refresh_routes()
+
+    def _demand_changed(self) -> None:
+        if self._batch_depth:
+            self._dirty = True
+        else:
+            self.refresh_routes()
+
     def subscribe(self, client: Subscriber, key: StreamKey) -> None:
         clients = self._subscribers.setdefault(key, {})
         clients[client] = None
         if len(clients) == 1:
-            self.refresh_routes()
+            self._demand_changed()
 
     def unsubscribe(self, client: Subscriber, key: StreamKey) -> None:
         clients = self._subscribers.get(key)
@@ -92,7 +112,7 @@ class Hub:
         del clients[client]
         if not clients:
             del self._subscribers[key]
-            self.refresh_routes()
+            self._demand_changed()
 
     def demand(self) -> frozenset[StreamKey]:
         return frozenset(StreamKey(*key) for key in self._subscribers)
@@ -105,6 +125,7 @@ class Hub:
 
     def refresh_routes(self) -> None:
         """Re-plan from the current demand and provider health; tell adapters only what changed."""
+        self._dirty = False
         infos = [ProviderInfo(n, a.datatypes, a.health().usable) for n, a in self.adapters.items()]
         new = plan(self.demand(), self.routes, infos)
         changed = {dt: name for dt, name in new.serving.items() if self.serving.get(dt) != name}

@@ -127,6 +127,10 @@ class CoinApiSession:
     # ----- client messages ----------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_message(message)
+
+    def _on_message(self, message: str | bytes) -> None:
         if self._closed:
             return
         try:
@@ -272,6 +276,10 @@ class CoinApiSession:
         return [control_frame(wire.Reconnect(within_seconds=RECONNECT_WITHIN_SECONDS, before_time=before))]
 
     def on_close(self) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_close()
+
+    def _on_close(self) -> None:
         self._release()
 
     def _release(self) -> None:

@@ -105,6 +105,10 @@ class LuziaSession:
         self.peer.close(1008, "connection rejected")
 
     def on_message(self, message: str | bytes) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_message(message)
+
+    def _on_message(self, message: str | bytes) -> None:
         if not self.open:
             return
         try:
@@ -160,6 +164,10 @@ class LuziaSession:
         return [error_frame("SERVER_SHUTDOWN", SHUTDOWN_MESSAGE)] if self.open else []
 
     def on_close(self) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_close()
+
+    def _on_close(self) -> None:
         self.open = False
         for key in self.channels.values():
             self.hub.unsubscribe(self, key)

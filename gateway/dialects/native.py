@@ -153,6 +153,10 @@ class NativeSession:
         self.accepts = None  # every event of a subscribed stream is for this client
 
     def on_message(self, message: str | bytes) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_message(message)
+
+    def _on_message(self, message: str | bytes) -> None:
         try:
             request = parse_request(message, msgpack=self.codec.msgpack)
         except RequestError as exc:
@@ -219,6 +223,10 @@ class NativeSession:
         return frames
 
     def on_close(self) -> None:
+        with self.hub.batch():  # one re-plan for all the streams this changes
+            self._on_close()
+
+    def _on_close(self) -> None:
         for key in self.subscriptions:
             self.hub.unsubscribe(self, key)
         self.subscriptions.clear()

@@ -101,3 +101,18 @@ def test_unrouted_data_types_are_reported():
     assert hub.routed("trade") and not hub.routed("ticker") and not hub.routed("quote")
     assert hub.refusal("ticker") == "no provider is configured for ticker (see [routes])"
     assert hub.refusal("quote") == "quote is routed to lz (fake), which cannot provide quote"
+
+
+def test_a_batch_of_subscriptions_is_one_replan():
+    hub, ca, _ = _hub()
+    client = FakeClient(CountingCodec())
+    calls_before = ca.set_wanted_calls
+    with hub.batch():
+        for i in range(1000):
+            hub.subscribe(client, StreamKey("trade", "binance", f"C{i}/USDT"))
+        assert ca.set_wanted_calls == calls_before  # nothing re-planned inside the batch
+    assert ca.set_wanted_calls == calls_before + 1 and len(ca.wanted) == 1000
+    with hub.batch():
+        for i in range(1000):
+            hub.unsubscribe(client, StreamKey("trade", "binance", f"C{i}/USDT"))
+    assert ca.set_wanted_calls == calls_before + 2 and ca.wanted == frozenset()
