@@ -121,8 +121,10 @@ async def run_gateway(
     announce: Callable[[str], None] | None = None,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until cancelled. Keys are read first, so a missing one fails before anything starts."""
+    """Run until cancelled. Keys (provider and local) are read first, so a missing one fails
+    before anything starts."""
     keys = {name: api_key(name, provider, environ) for name, provider in config.providers.items()}
+    clients_keys = local_keys(config, environ)
     host = host or config.server.host
     if not is_loopback(host) and not config.server.local_keys_env:
         raise ConfigError(f"--host {host} is not loopback; set server.local_keys_env in a config file first")
@@ -138,7 +140,7 @@ async def run_gateway(
             adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
             hub.add_adapter(adapters[name])
             await nursery.start(adapters[name].run)
-        ctx = GatewayContext(config, hub, local_keys(config, environ))
+        ctx = GatewayContext(config, hub, clients_keys)
         app = GatewayApp(ctx)
         for endpoint in app.endpoints:  # an endpoint's own timers (Luzia: REST keep-alive expiry)
             if hasattr(endpoint, "run"):

@@ -142,7 +142,11 @@ class Server:
         while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):
             pass
         trailing, _ = conn.trailing_data
-        await peer.accept(trailing)
+        try:
+            await peer.accept(trailing)
+        except BaseException:
+            session.on_close()  # it may already hold subscriptions or a connection slot
+            raise
         self.peers.add(peer)
         try:
             await peer.run(session)

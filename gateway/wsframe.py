@@ -41,5 +41,7 @@ def binary_frame(payload: bytes) -> bytes:
 
 
 def close_frame(code: int = 1000, reason: str = "") -> bytes:
-    # Control frames carry at most 125 bytes: 2 for the code, the rest for the reason.
-    return frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:123])
+    # Control frames carry at most 125 bytes: 2 for the code, the rest for the reason, cut on a
+    # character boundary (a reason that is not valid UTF-8 makes clients fail the connection).
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return frame(OP_CLOSE, struct.pack("!H", code) + text)

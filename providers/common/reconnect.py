@@ -76,7 +76,9 @@ async def _one_attempt(session, mark_healthy, link: LinkState, backoff: Backoff,
             link.state, link.last_error = "auth_rejected", f"auth rejected: {cause}"
             log.warning("%s: %s; retrying in %.0f s", describe, link.last_error, auth_retry)
             return auth_retry
-        link.last_error = f"{type(cause).__name__}: {cause}"
+        status = refused_status(cause)
+        # A refused upgrade's text is the provider's whole response (headers, body): keep the status.
+        link.last_error = f"upgrade refused with HTTP {status}" if status else f"{type(cause).__name__}: {cause}"
     else:
         backoff.disconnected(trio.current_time())
     link.state = "backoff"

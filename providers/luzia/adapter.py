@@ -284,6 +284,7 @@ class LuziaAdapter:
             slot.link.state = "stopped"
 
     async def _slot_until_retired(self, slot: _Slot) -> None:
+        retired = False
         try:
             with trio.CancelScope() as slot.scope:
                 await reconnect_forever(
@@ -294,11 +295,11 @@ class LuziaAdapter:
                     describe=f"luzia {self.name}#{slot.id}",
                 )
         except* _Retired:
-            pass
+            retired = True
         except* RETRYABLE:
-            # A connection error that raced with the slot being cancelled rides out with the
-            # Cancelled; the slot is gone, so it is moot. Anything else still propagates.
-            if not slot.scope.cancel_called:
+            # A connection error that raced with the slot being cancelled or retired rides out
+            # with it; the slot is gone, so it is moot. Anything else still propagates.
+            if not (slot.scope.cancel_called or retired):
                 raise
 
     async def _session(self, slot: _Slot, mark_healthy) -> None:

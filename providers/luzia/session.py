@@ -144,11 +144,11 @@ async def open_connection(
             ws = await connector(nursery, url, headers)
             connection = LuziaConnection(ws)
             return connection, await connection.handshake(dispatch)
-    except trio.TooSlowError:
-        raise ProviderError(f"no 'connected' within {timeout:g} s") from None
-    except BaseException:
+    except BaseException as exc:
         if ws is not None:
             await close_quietly(ws)
+        if isinstance(exc, trio.TooSlowError):
+            raise ProviderError(f"no 'connected' within {timeout:g} s") from None
         raise
 
 

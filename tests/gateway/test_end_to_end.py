@@ -6,6 +6,7 @@ wait here is bounded by `fail_after` only as a hang guard, never as a speed asse
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -155,12 +156,11 @@ def test_mdgateway_run_serves_then_shuts_down_cleanly_on_ctrl_c():
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
-        port = None
-        for line in proc.stdout:
-            if "listening on 127.0.0.1:" in line:
-                port = int(line.rsplit(":", 1)[1])
-                break
-        assert port, "no 'listening on' line"
+        readable, _, _ = select.select([proc.stdout], [], [], HANG_GUARD)
+        assert readable, "the CLI printed nothing"
+        first_line = proc.stdout.readline()  # the CLI prints it first; an exit gives "" at once
+        assert "listening on 127.0.0.1:" in first_line, first_line
+        port = int(first_line.rsplit(":", 1)[1])
 
         async def client() -> int:
             with trio.fail_after(HANG_GUARD):

@@ -42,8 +42,9 @@ async def _http_get(port: int, path: str, extra: bytes = b"") -> tuple[int, byte
 
 
 async def _wait_for_demand(hub, count):
-    while len(hub.demand()) != count:
-        await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(30):  # a hang guard, not a speed assertion
+        while len(hub.demand()) != count:
+            await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_native_subscribe_then_events_in_order(gateway):
