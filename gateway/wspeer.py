@@ -31,6 +31,9 @@ _RECEIVE_CHUNK = 65536
 #: A client whose socket accepts nothing for this long is gone (asleep, half-open, stuck): it is
 #: cut off, which releases its subscriptions. Short stalls are the outbox policy's business.
 WRITE_STALL_SECONDS = 30.0
+#: Clients are pinged when quiet; any frame from them (a pong, a message) proves they are there.
+PING_INTERVAL_SECONDS = 30.0
+SILENT_CLIENT_SECONDS = 75.0
 
 
 class Session(Protocol):
@@ -62,6 +65,7 @@ class WebSocketPeer:
         self.session: Session | None = None
         self._scope = trio.CancelScope()
         self._reader_done = False
+        self._last_heard = trio.current_time()
         self._writer_done = False
 
     @property
@@ -91,6 +95,18 @@ class WebSocketPeer:
                 self.outbox.put_control(frame)
         self.close(code, reason)
 
+    async def _keepalive(self) -> None:
+        """Ping a quiet client; one silent past SILENT_CLIENT_SECONDS (no pong, no message) is gone —
+        asleep, or half-open behind a NAT — and is cut off so its upstream subscriptions are freed."""
+        while True:
+            await trio.sleep(PING_INTERVAL_SECONDS)
+            if trio.current_time() - self._last_heard >= SILENT_CLIENT_SECONDS:
+                log.info("client %s silent for %.0f s: disconnecting", self.remote, SILENT_CLIENT_SECONDS)
+                self.close(1001, "no pong")
+                self._finish_soon()
+                return
+            self.outbox.put_control(self._ws.send(Ping(b"mdgateway")))
+
     def _overflowed(self) -> None:
         """The client let more replies pile up than its outbox allows: it reads nothing; cut it off."""
         log.info("client %s is not reading: disconnecting", self.remote)
@@ -111,6 +127,7 @@ class WebSocketPeer:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, session)
+                nursery.start_soon(self._keepalive)
                 background = getattr(session, "background", None)
                 if background is not None:
                     nursery.start_soon(background)
@@ -137,6 +154,7 @@ class WebSocketPeer:
         while True:
             try:
                 data = await self.stream.receive_some(_RECEIVE_CHUNK)
+                self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             self._ws.receive_data(data or None)
