@@ -55,8 +55,7 @@ class Gateway:
         """Close every client properly, then stop upstream connections and emulators."""
         self.server.close_all(1001, "gateway shutting down")
         with trio.move_on_after(SHUTDOWN_GRACE_SECONDS):
-            while self.server.peers:
-                await trio.sleep(0.01)
+            await self.server.wait_all_closed()
         self.cancel_scope.cancel()
 
 

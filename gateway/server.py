@@ -74,6 +74,7 @@ class Server:
         self.client_buffer = client_buffer
         self.socket_buffer = socket_buffer
         self.peers: set[WebSocketPeer] = set()
+        self._peer_left = trio.Event()
         self.port: int | None = None
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -152,6 +153,13 @@ class Server:
             await peer.run(session)
         finally:
             self.peers.discard(peer)
+            self._peer_left.set()
+            self._peer_left = trio.Event()
+
+    async def wait_all_closed(self) -> None:
+        """Until no WebSocket client is connected (re-checked each time one leaves, no polling)."""
+        while self.peers:
+            await self._peer_left.wait()
 
     async def _respond(self, stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse, head_only: bool = False) -> bool:
         """Send `response` (without its body for HEAD); True when the connection can carry another request."""

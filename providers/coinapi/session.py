@@ -44,7 +44,7 @@ from providers.coinapi.router import StreamRouter
 from providers.coinapi.symbols import ExchangeMap, SymbolMapper
 from providers.common.backoff import Backoff
 from providers.common.signal import Wakeup
-from providers.common.liveness import IdleDeadline
+from providers.common.liveness import IdleDeadline, trio_now
 from providers.common.reconnect import AUTH_RETRY_SECONDS, LinkState, classify, reconnect_forever
 from providers.common.transport import Connector, TransportError, connect_tcp
 from schemas import Status
@@ -136,12 +136,12 @@ class CoinApiAdapter:
 
     def set_wanted(self, wanted: Set[StreamKey]) -> None:
         self._wanted = frozenset(wanted)
-        self._router.want(self._wanted, _now())
+        self._router.want(self._wanted, trio_now())
         self._wanted_changed.fire()
         self._send_needed.fire()
 
     def health(self) -> ProviderHealth:
-        now = _now()
+        now = trio_now()
         active = self._active
         state = self._link_state.state
         if self._idle and state == "connecting":
@@ -417,14 +417,5 @@ class CoinApiAdapter:
         return text.replace(self._api_key, "***")
 
 
-def _now() -> float | None:
-    """Trio's clock, or None outside a Trio run (set_wanted and health may be called from anywhere)."""
-    try:
-        return trio.current_time()
-    except RuntimeError:
-        return None
-
-
 def _age(then: float | None, now: float | None) -> float | None:
     return None if then is None or now is None else now - then
-

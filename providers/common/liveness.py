@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 import trio
 
 
+def trio_now() -> float | None:
+    """Trio's clock, or None outside a Trio run (`set_wanted` and `health` may be called from
+    anywhere, e.g. before the gateway starts)."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return None
+
+
 class IdleDeadline:
     """Cancel the session if no frame arrived for `timeout` seconds; `fed` moves the deadline."""
 

@@ -38,7 +38,7 @@ from providers.base import (
 )
 from providers.common.backoff import Backoff
 from providers.common.signal import Wakeup
-from providers.common.liveness import IdleDeadline, StalenessTracker
+from providers.common.liveness import IdleDeadline, StalenessTracker, trio_now
 from providers.common.reconnect import AUTH_RETRY_SECONDS, RETRYABLE, LinkState, classify, reconnect_forever
 from providers.common.transport import Connector, connect_tcp
 from providers.luzia import normalize, session, wire
@@ -177,7 +177,7 @@ class LuziaAdapter:
         self._replan()
 
     def health(self) -> ProviderHealth:
-        now = _trio_now()
+        now = trio_now()
         connections = [self._slot_health(slot, now) for slot in self._slots if slot.running]
         states = {c.state for c in connections}
         state = next((s for s in _STATE_RANK if s in states), "stopped")
@@ -237,7 +237,7 @@ class LuziaAdapter:
                 self._reported_unserved.discard(key)
         self._reported_unserved &= self._streams
         self._served, self._routes = served, _routes(served)
-        now = _trio_now()
+        now = trio_now()
         if now is not None:
             self._staleness.want(served, now)
 
@@ -530,13 +530,6 @@ def expand_every_exchange(wanted: Iterable[StreamKey], exchanges: Iterable[str])
         else:
             streams.add(key)
     return frozenset(streams)
-
-
-def _trio_now() -> float | None:
-    try:
-        return trio.current_time()
-    except RuntimeError:  # called outside trio.run (e.g. set_wanted before the gateway starts)
-        return None
 
 
 def _key_order(key: StreamKey) -> tuple[str, str, str]:
