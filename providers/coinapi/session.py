@@ -176,7 +176,8 @@ class CoinApiAdapter:
             nursery.start_soon(self._watch_staleness)
             task_status.started()
             await reconnect_forever(
-                self._session, self._link_state, self._backoff, auth_retry=self._auth_retry, describe=f"coinapi {self.name}"
+                self._session, self._link_state, self._backoff, auth_retry=self._auth_retry,
+                describe=f"coinapi {self.name}", redact=self._redact,
             )
 
     # ------------------------------------------------------------------ session and links

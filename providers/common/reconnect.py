@@ -47,8 +47,10 @@ async def reconnect_forever(
     *,
     auth_retry: float = AUTH_RETRY_SECONDS,
     describe: str = "upstream",
+    redact: Callable[[str], str] = str,
 ) -> None:
-    """Run `session(mark_healthy)` again and again until cancelled."""
+    """Run `session(mark_healthy)` again and again until cancelled. `redact` cleans every error
+    text before it is logged or kept for health (the adapter knows its secret; this loop does not)."""
 
     def mark_healthy() -> None:
         link.state = "connected"
@@ -56,13 +58,13 @@ async def reconnect_forever(
 
     while True:
         link.state = "connecting"
-        delay = await _one_attempt(session, mark_healthy, link, backoff, auth_retry, describe)
+        delay = await _one_attempt(session, mark_healthy, link, backoff, auth_retry, describe, redact)
         link.reconnects += 1
         link.next_attempt_at = trio.current_time() + delay
         await trio.sleep(delay)
 
 
-async def _one_attempt(session, mark_healthy, link: LinkState, backoff: Backoff, auth_retry: float, describe: str) -> float:
+async def _one_attempt(session, mark_healthy, link: LinkState, backoff: Backoff, auth_retry: float, describe: str, redact) -> float:
     """Run one session; return how long to wait before the next one."""
     try:
         await session(mark_healthy)
@@ -73,12 +75,12 @@ async def _one_attempt(session, mark_healthy, link: LinkState, backoff: Backoff,
             raise
         backoff.disconnected(trio.current_time())
         if kind == "auth":
-            link.state, link.last_error = "auth_rejected", f"auth rejected: {cause}"
+            link.state, link.last_error = "auth_rejected", redact(f"auth rejected: {cause}")
             log.warning("%s: %s; retrying in %.0f s", describe, link.last_error, auth_retry)
             return auth_retry
         status = refused_status(cause)
         # A refused upgrade's text is the provider's whole response (headers, body): keep the status.
-        link.last_error = f"upgrade refused with HTTP {status}" if status else f"{type(cause).__name__}: {cause}"
+        link.last_error = f"upgrade refused with HTTP {status}" if status else redact(f"{type(cause).__name__}: {cause}")
     else:
         backoff.disconnected(trio.current_time())
     link.state = "backoff"

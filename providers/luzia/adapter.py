@@ -291,6 +291,7 @@ class LuziaAdapter:
                     partial(self._session, slot),
                     slot.link,
                     slot.backoff,
+                    redact=self._scrub,
                     auth_retry=self._auth_retry,
                     describe=f"luzia {self.name}#{slot.id}",
                 )

@@ -79,3 +79,14 @@ def test_exception_groups_are_classified_by_their_leaves():
     assert classify(ExceptionGroup("x", [TransportError("a"), AuthRejected("k")]))[0] == "auth"
     assert classify(ExceptionGroup("x", [ProviderError("a"), OSError("b")]))[0] == "retry"
     assert classify(ExceptionGroup("x", [ProviderError("a"), ValueError("b")]))[0] == "bug"
+
+
+async def test_error_texts_are_redacted_before_logs_and_health(autojump_clock, caplog):
+    async def session(mark_healthy):
+        raise ProviderError("server said: bad key SECRET-123")
+
+    link = LinkState()
+    with trio.move_on_after(0.5):
+        await reconnect_forever(session, link, _backoff(), redact=lambda t: t.replace("SECRET-123", "***"))
+    assert link.last_error == "ProviderError: server said: bad key ***"
+    assert "SECRET-123" not in caplog.text
