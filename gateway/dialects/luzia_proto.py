@@ -15,7 +15,7 @@ a non-null string, so it is never null). The outer `timestamp` is when the gatew
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
@@ -24,15 +24,7 @@ from providers.luzia import wire
 from schemas import Event, Ticker
 from schemas.timeutil import format_iso_ns
 
-ErrorCode = Literal[
-    "CONNECTION_REJECTED",
-    "SUBSCRIPTION_LIMIT",
-    "INVALID_CHANNEL",
-    "INVALID_JSON",
-    "INVALID_REQUEST",
-    "UNKNOWN_TYPE",
-    "SERVER_SHUTDOWN",
-]
+ErrorCode = wire.ErrorCode
 Request = wire.Subscribe | wire.Unsubscribe | wire.Ping
 
 CONNECTED_MESSAGE: Final = "Connected to Luzia WebSocket API"

@@ -16,7 +16,7 @@ Decoding rules:
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final, NamedTuple, Union
+from typing import Final, Literal, NamedTuple, Union, get_args
 
 import msgspec
 
@@ -120,17 +120,16 @@ class _TypeOnly(msgspec.Struct):
 
 
 #: Error codes Luzia documents; anything else is still an `Error`, reported as it comes.
-ERROR_CODES: Final = frozenset(
-    {
-        "CONNECTION_REJECTED",
-        "SUBSCRIPTION_LIMIT",
-        "INVALID_CHANNEL",
-        "INVALID_JSON",
-        "INVALID_REQUEST",
-        "UNKNOWN_TYPE",
-        "SERVER_SHUTDOWN",
-    }
-)
+ErrorCode = Literal[
+    "CONNECTION_REJECTED",
+    "SUBSCRIPTION_LIMIT",
+    "INVALID_CHANNEL",
+    "INVALID_JSON",
+    "INVALID_REQUEST",
+    "UNKNOWN_TYPE",
+    "SERVER_SHUTDOWN",
+]
+ERROR_CODES: Final = frozenset(get_args(ErrorCode))
 SERVER_TYPES: Final = frozenset({"connected", "subscribed", "unsubscribed", "pong", "error", "ticker"})
 
 _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
