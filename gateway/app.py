@@ -97,6 +97,8 @@ class GatewayApp:
             "routes": self.hub.serving,
             "subscribed_clients": self.hub.client_count(),
             "streams": len(self.hub.demand()),
+            "events_in": self.hub.events_in,
+            "events_unrouted": self.hub.events_unrouted,  # from a provider not serving that data type now
             "providers": providers,
         }
         return json_response(200 if serving else 503, body)

@@ -138,12 +138,13 @@ class Hub:
             self._announce_route(datatype, name)
 
     def _announce_route(self, datatype: str, name: str | None) -> None:
-        if not any(key[0] == datatype for key in self._subscribers):
+        clients = self._clients_of(datatype, None, None)
+        if not clients:
             return
         reason = f"{datatype} now served by {name}" if name else f"no usable provider for {datatype}"
         state = "connected" if name else "disconnected"
         log.info("route: %s", reason)
-        self._deliver_control(Status(provider=name or "gateway", ts_gateway=time.time_ns(), state=state, reason=reason), datatype)
+        _put_control_all(clients, Status(provider=name or "gateway", ts_gateway=time.time_ns(), state=state, reason=reason))
 
     # ----- fan-out ------------------------------------------------------------------------
 
@@ -186,15 +187,7 @@ class Hub:
                 clients = self._clients_served_by(event.provider)
         else:
             clients = self._clients_served_by(event.provider)
-        frames: dict[str, bytes | None] = {}
-        for client in clients:
-            _put_control(client, event, frames)
-
-    def _deliver_control(self, event: Event, datatype: str) -> None:
-        frames: dict[str, bytes | None] = {}
-        clients = {c: None for key, cs in self._subscribers.items() if key[0] == datatype for c in cs}
-        for client in clients:
-            _put_control(client, event, frames)
+        _put_control_all(clients, event)
 
     def _clients_of(self, datatype: str, exchange: str | None, symbol: str | None) -> dict[Subscriber, None]:
         """Clients of a stream and of the streams that cover it; None matches any."""
@@ -234,7 +227,10 @@ def _deliver(client: Subscriber, key: Hashable, event: Event, frames: dict[str, 
         client.outbox.put_latest(key, data)
 
 
-def _put_control(client: Subscriber, event: Event, frames: dict[str, bytes | None]) -> None:
-    data = _frame_for(client, event, frames)
-    if data is not None:
-        client.outbox.put_control(data)
+def _put_control_all(clients: dict[Subscriber, None], event: Event) -> None:
+    """A control event (status, gap) to each client, encoded once per codec like market events."""
+    frames: dict[str, bytes | None] = {}
+    for client in clients:
+        data = _frame_for(client, event, frames)
+        if data is not None:
+            client.outbox.put_control(data)

@@ -12,8 +12,6 @@ import struct
 OP_TEXT = 0x1
 OP_BINARY = 0x2
 OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
 
 _FIN = 0x80
 _SHORT = struct.Struct("!BB")

@@ -37,7 +37,6 @@ class LinkState:
     state: ConnectionStateName = "connecting"
     reconnects: int = 0
     last_error: str | None = None
-    next_attempt_at: float | None = None
 
 
 async def reconnect_forever(
@@ -60,7 +59,6 @@ async def reconnect_forever(
         link.state = "connecting"
         delay = await _one_attempt(session, mark_healthy, link, backoff, auth_retry, describe, redact)
         link.reconnects += 1
-        link.next_attempt_at = trio.current_time() + delay
         await trio.sleep(delay)
 
 

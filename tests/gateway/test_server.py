@@ -110,6 +110,7 @@ async def test_healthz_and_unknown_paths_over_http(gateway):
     assert status == 200
     health = json.loads(body)
     assert health["status"] == "serving" and health["providers"]["ca"]["usable"] is True
+    assert (health["events_in"], health["events_unrouted"]) == (0, 0)
     assert (await _http_get(port, "/nope"))[0] == 404
 
 
