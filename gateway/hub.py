@@ -20,7 +20,8 @@ from typing import Protocol
 
 from gateway.outbox import Outbox
 from gateway.router import ProviderInfo, plan
-from providers.base import Adapter, StreamKey
+from providers.base import Adapter
+from schemas.streams import StreamKey
 from schemas import Book, Event, Gap, Quote, Status, Ticker, Trade
 from schemas.channels import ChannelError, parse_channel
 

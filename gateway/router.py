@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,31 @@
-"""The contract between an adapter and the gateway.
+"""The contract between a source of normalized events and the gateway.
 
-The gateway says what it wants as a set of `StreamKey`s; the adapter works out the upstream
-subscriptions (channels, batches, connections), keeps them through reconnects, and calls
-`sink(event)` for every normalized event. The sink is synchronous and never blocks: the adapter's
-reader must never wait on the gateway. Health is a snapshot the gateway reads whenever it likes.
+A `Source` is whatever feeds the hub: today an adapter of one configured provider; later a
+recording or a message bus, through the same interface, without touching the dialects.
+- The hub tells it *what* is wanted, as changes: `update_wanted(added, removed)` with sets of
+  `schemas.streams.StreamKey`. Work is proportional to the change; the source works out its own
+  upstream subscriptions (channels, batches, connections) and keeps them through reconnects.
+- It calls `sink(event)` for every normalized event. The sink is synchronous and never blocks:
+  a source's reader must never wait on the gateway.
+- Health is pushed: whenever `usable` may have changed, the source emits a provider-level
+  `schemas.Status` (stream None) through the sink, *after* `usable` says the new value; the hub
+  re-reads `usable` then. `health()` is a snapshot for `/healthz`, read whenever an operator asks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Set
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
-import trio
 
 from schemas import Event
-from schemas.channels import format_channel
+from schemas.streams import StreamKey
+
+if TYPE_CHECKING:  # the contract is pure: importing it loads no Trio
+    import trio
 
 ConnectionStateName = Literal["connecting", "connected", "backoff", "auth_rejected", "stopped"]
-
-
-class StreamKey(NamedTuple):
-    """One stream a client can ask for: a data type on one symbol, on every symbol of an exchange
-    (symbol None), or on every symbol of every exchange (exchange and symbol None)."""
-
-    datatype: str  # "trade" | "quote" | "ticker" | "book"
-    exchange: str | None  # canonical lower-case; None: every exchange
-    symbol: str | None  # canonical BASE/QUOTE, or None for the whole exchange
-
-    def channel(self) -> str:
-        """The native channel name: `trade:binance:BTC/USDT`, `trade:binance` or `trade:*`."""
-        return format_channel(self.datatype, self.exchange, self.symbol)
-
 
 EventSink = Callable[[Event], None]
 
@@ -59,23 +53,24 @@ class ProviderHealth(msgspec.Struct, kw_only=True):
     last_error: str | None  # never contains a secret
 
 
-class Adapter(Protocol):
+class Source(Protocol):
     name: str  # the configured provider name
-    kind: str  # "luzia" | "coinapi"
+    kind: str  # "luzia" | "coinapi" | ...
     datatypes: frozenset[str]  # data types it can serve, natively or derived
 
-    def set_wanted(self, wanted: Set[StreamKey]) -> None:
-        """Replace the wanted set; the adapter (un)subscribes upstream to match, asynchronously."""
+    @property
+    def usable(self) -> bool:
+        """Whether routes may send demand here now (False while our key is refused)."""
+
+    def update_wanted(self, added: Set[StreamKey], removed: Set[StreamKey]) -> None:
+        """Streams newly wanted and no longer wanted; the source (un)subscribes upstream to match,
+        asynchronously. Never called with a key in both sets."""
 
     def health(self) -> ProviderHealth: ...
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
         """Connect and stay connected until cancelled; `started()` once the first attempt is under way."""
 
 
-class AuthRejected(Exception):
-    """The provider refused our key: retrying quickly would only hammer it."""
-
-
-class ProviderError(Exception):
-    """The provider ended the session with an error that a reconnect may cure."""
+#: Today every source is a provider adapter; the name the gateway's code uses for them.
+Adapter = Source

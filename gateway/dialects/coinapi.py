@@ -45,7 +45,7 @@ from gateway.dialects.coinapi_throttle import Throttle
 from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import wire
 from providers.coinapi.filters import INVALID_API_KEY, INVALID_MESSAGE, Scope, validate_request
 from providers.coinapi.symbols import ExchangeMap, SymbolMapper

@@ -26,7 +26,7 @@ from typing import Final
 
 from gateway.context import bearer_token
 from gateway.server import HttpRequest
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi.filters import Scope, SubscriptionFilter
 from providers.coinapi.symbols import KINDS, SymbolMapper
 from schemas.instruments import InstrumentError

@@ -42,7 +42,7 @@ from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
 from gateway.outbox import DroppedWindow
 from gateway.server import HttpRequest, HttpResponse
 from gateway.wspeer import WebSocketPeer
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.luzia import wire
 from providers.luzia.channels import ChannelError, parse_channel
 

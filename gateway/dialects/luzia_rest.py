@@ -34,7 +34,7 @@ from gateway.dialects.luzia_proto import ticker_data
 from gateway.hub import Hub
 from gateway.outbox import Outbox
 from gateway.server import HttpRequest, HttpResponse
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.luzia import wire
 from schemas import Event, Status, Ticker
 from schemas.channels import ChannelError, parse_channel

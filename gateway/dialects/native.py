@@ -20,7 +20,7 @@ from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
 from gateway.wspeer import WebSocketPeer
 from gateway.wsframe import binary_frame, text_frame
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from schemas import Gap, json_encoder, msgpack_encoder
 from schemas.channels import ChannelError, parse_channel
 

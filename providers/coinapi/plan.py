@@ -22,7 +22,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Final
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import wire
 from providers.coinapi.symbols import SymbolMapper
 from schemas.instruments import InstrumentError

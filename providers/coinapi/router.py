@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from providers.base import EventSink, StreamKey
+from providers.base import EventSink
+from schemas.streams import StreamKey
 from providers.coinapi import normalize, wire
 from providers.coinapi.symbols import SymbolMapper
 from providers.common.liveness import StalenessTracker

@@ -31,14 +31,8 @@ from typing import Final
 import trio
 from trio_websocket import ConnectionClosed
 
-from providers.base import (
-    AuthRejected,
-    ConnectionHealth,
-    EventSink,
-    ProviderError,
-    ProviderHealth,
-    StreamKey,
-)
+from providers.base import AuthRejected, ConnectionHealth, EventSink, ProviderError, ProviderHealth
+from schemas.streams import StreamKey
 from providers.coinapi import plan, wire
 from providers.coinapi.router import StreamRouter
 from providers.coinapi.symbols import ExchangeMap, SymbolMapper

@@ -1,65 +1,126 @@
-"""How an adapter opens a WebSocket: the one place where the network is touched, so tests can
-swap in memory streams (and fake time) without the adapter knowing.
+"""The one place an adapter touches the network: an upstream WebSocket, with every library
+exception (trio-websocket, wsproto, OSError, Trio's broken streams) mapped here, once, into
+`providers.common.errors.TransportError`. Nothing outside this module imports trio-websocket's
+client side, so adapters and the reconnect loop only ever see the project's own errors.
 
-A `Connector` takes the nursery that will own the connection's background reader, the URL and
-the upgrade headers, and returns an open trio-websocket connection. Connect failures are mapped to
-`TransportError` here. A refused upgrade is the exception: trio-websocket raises `ConnectionRejected`
-from its reader task into that nursery, so `reconnect.classify` recognises it where sessions end.
+`open_transport(connector, url, headers)` is an async context manager yielding a `Transport`.
+It owns the nursery of the library's background reader, because trio-websocket raises a refused
+upgrade (`ConnectionRejected`) from that reader task, into that nursery: mapping it here is the
+only way it arrives as `TransportError(status=...)`. Leaving the block closes politely: a close
+frame and `close_timeout` seconds for the reply (0 when the peer is believed dead).
+
+A `Connector` opens the library connection; `connect_tcp` is the real one, tests pass one over
+memory streams (`tests.support.memory`) so fake time drives everything.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final
 
 import trio
-import trio.testing
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     connect_websocket_url,
-    wrap_client_stream,
 )
+
+from providers.common.errors import TransportError
 
 Headers = list[tuple[bytes, bytes]]
 Connector = Callable[[trio.Nursery, str, Headers], Awaitable[WebSocketConnection]]
-StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
-#: Exceptions that mean "the network or the peer went away": retry with backoff.
-TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError, ConnectionClosed)
+#: A peer that does not answer our close frame within this long is cut off.
+CLOSE_TIMEOUT: Final = 1.0
+#: Library exceptions that mean "the network or the peer went away".
+_LIBRARY_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError, ConnectionClosed)
 
 
-class TransportError(Exception):
-    """Connecting failed, or the connection broke; `status` is the HTTP status of a refused upgrade."""
+def mapped(exc: BaseException) -> BaseException:
+    """The project's error for a library exception (others are returned as they are)."""
+    if isinstance(exc, ConnectionRejected):
+        return TransportError(f"upgrade refused with HTTP {exc.status_code}", status=exc.status_code)
+    if isinstance(exc, ConnectionClosed):
+        code = exc.reason.code if exc.reason is not None else None
+        return TransportError(f"connection closed (code {code})", code=code)
+    if isinstance(exc, _LIBRARY_ERRORS):
+        return TransportError(f"connection failed: {type(exc).__name__}")
+    return exc
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+
+def _mapped_group(group: BaseExceptionGroup) -> BaseExceptionGroup:
+    """The same group with every library leaf replaced by its `TransportError`."""
+    leaves = [_mapped_group(e) if isinstance(e, BaseExceptionGroup) else mapped(e) for e in group.exceptions]
+    return group.derive(leaves)
+
+
+class Transport:
+    """One open upstream WebSocket; every method raises only `TransportError` (and Cancelled)."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+        self.peer_dead = False  # set by liveness code: do not wait for a close reply
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except _LIBRARY_ERRORS as exc:
+            raise mapped(exc) from None
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send_message(text)
+        except _LIBRARY_ERRORS as exc:
+            raise mapped(exc) from None
+
+    async def ping(self) -> None:
+        """A transport ping; returns when its pong arrived."""
+        try:
+            await self._ws.ping()
+        except _LIBRARY_ERRORS as exc:
+            raise mapped(exc) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed is not None
+
+    async def close(self, patience: float = CLOSE_TIMEOUT) -> None:
+        """The polite close: a close frame and up to `patience` seconds for the reply. Shielded,
+        because it runs while the session is being cancelled; a cancelled close still closes."""
+        if self.peer_dead:
+            patience = 0.0
+        with trio.move_on_after(patience, shield=True):
+            try:
+                await self._ws.aclose()
+            except _LIBRARY_ERRORS:
+                pass
+
+
+@asynccontextmanager
+async def open_transport(
+    connector: Connector, url: str, headers: Headers, *, close_timeout: float = CLOSE_TIMEOUT
+) -> AsyncIterator[Transport]:
+    """Connect; yield the transport; close politely on the way out. Library errors, wherever they
+    surface (the connect, the reader task, the close), leave as `TransportError`."""
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                ws = await connector(nursery, url, headers)
+            except _LIBRARY_ERRORS as exc:
+                raise mapped(exc) from None
+            transport = Transport(ws)
+            try:
+                yield transport
+            finally:
+                await transport.close(close_timeout)
+                nursery.cancel_scope.cancel()  # the library's reader task
+    except BaseExceptionGroup as group:
+        raise _mapped_group(group) from None
 
 
 async def connect_tcp(nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:
     """The production connector: a real socket (TLS for wss://)."""
-    try:
-        return await connect_websocket_url(nursery, url, extra_headers=headers)
-    except TRANSPORT_ERRORS as exc:
-        raise TransportError(f"cannot connect: {type(exc).__name__}") from None
-
-
-def memory_connector(serve: StreamHandler, handler_nursery: trio.Nursery) -> Connector:
-    """A connector whose every connection is a fresh in-memory stream pair, the far end served by
-    `serve` (an emulator's stream handler) in `handler_nursery`. Works under `autojump_clock`."""
-
-    async def connect(nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:
-        client_end, server_end = trio.testing.memory_stream_pair()
-        handler_nursery.start_soon(serve, server_end)
-        parts = urllib.parse.urlsplit(url)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            return await wrap_client_stream(
-                nursery, client_end, parts.hostname or "localhost", resource, extra_headers=headers
-            )
-        except TRANSPORT_ERRORS as exc:
-            raise TransportError(f"cannot connect: {type(exc).__name__}") from None
-
-    return connect
+    return await connect_websocket_url(nursery, url, extra_headers=headers)

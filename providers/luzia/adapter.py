@@ -28,14 +28,8 @@ from typing import Final, NamedTuple
 
 import trio
 
-from providers.base import (
-    ConnectionHealth,
-    ConnectionStateName,
-    EventSink,
-    ProviderError,
-    ProviderHealth,
-    StreamKey,
-)
+from providers.base import ConnectionHealth, ConnectionStateName, EventSink, ProviderError, ProviderHealth
+from schemas.streams import StreamKey
 from providers.common.backoff import Backoff
 from providers.common.signal import Wakeup
 from providers.common.liveness import IdleDeadline, StalenessTracker, trio_now

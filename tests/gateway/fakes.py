@@ -8,7 +8,8 @@ import trio
 
 from gateway.dialects.native import JsonCodec
 from gateway.outbox import Outbox
-from providers.base import ProviderHealth, StreamKey
+from providers.base import ProviderHealth
+from schemas.streams import StreamKey
 from schemas import Quote, Trade
 
 

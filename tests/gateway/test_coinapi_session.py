@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.config import parse
 from gateway.dialects.coinapi_scope import covering_keys, prefix_exchange, serves_path, upgrade_key
 from gateway.server import HttpRequest
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import wire
 from providers.coinapi.filters import Scope
 from providers.coinapi.symbols import ExchangeMap, SymbolMapper

@@ -20,7 +20,7 @@ from trio_websocket import open_websocket_url
 
 from gateway.app import run_gateway
 from gateway.config import parse
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 
 HANG_GUARD = 30  # seconds; generous for a loaded 2-core CI box
 

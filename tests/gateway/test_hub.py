@@ -3,7 +3,7 @@
 import msgspec
 
 from gateway.hub import Hub
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from tests.gateway.fakes import CountingCodec, FakeAdapter, FakeClient, quote, trade
 
 BTC_TRADES = StreamKey("trade", "binance", "BTC/USDT")

@@ -17,7 +17,7 @@ from gateway.config import parse
 from gateway.dialects.luzia import LuziaEndpoint
 from gateway.dialects.luzia_rest import TickerWatches, TooManyWatches
 from gateway.hub import Hub
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from schemas import Status, Ticker
 from tests.gateway.fakes import FakeAdapter
 from tests.gateway.luzia_support import HANG_GUARD, config_text, http_get, receive, send

@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from gateway.app import run_gateway
 from gateway.config import parse
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from tests.gateway.luzia_support import HANG_GUARD, config_text, receive, replies, send
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

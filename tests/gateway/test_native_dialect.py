@@ -6,7 +6,7 @@ import pytest
 from gateway.dialects.native import CODECS, NativeSession, Ping, RequestError, Subscribe, parse_request
 from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from tests.gateway.fakes import FakeAdapter
 
 

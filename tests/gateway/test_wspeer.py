@@ -10,7 +10,7 @@ from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
 from gateway.wspeer import CLOSE_GRACE_SECONDS, PING_INTERVAL_SECONDS, SILENT_CLIENT_SECONDS
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from tests.gateway.fakes import FakeAdapter
 from tests.gateway.test_server import CONFIG
 

@@ -13,7 +13,7 @@ import trio
 import wsproto
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import CoinApiEmulator, frames
 from providers.common.backoff import Backoff
 from providers.common.emulator import FaultScript

@@ -8,7 +8,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import frames, plan, wire
 from providers.coinapi.filters import Scope
 from providers.coinapi.symbols import SymbolMapper

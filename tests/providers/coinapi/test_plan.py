@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.coinapi import plan, wire
 from providers.coinapi.filters import Scope
 from providers.coinapi.symbols import SymbolMapper

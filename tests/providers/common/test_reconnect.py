@@ -5,10 +5,9 @@ import random
 import pytest
 import trio
 
-from providers.base import AuthRejected, ProviderError
 from providers.common.backoff import Backoff
-from providers.common.reconnect import LinkState, classify, reconnect_forever
-from providers.common.transport import TransportError
+from providers.common.errors import AuthRejected, ProviderError, TransportError
+from providers.common.reconnect import Failure, LinkState, classify, reconnect_forever
 
 
 def _backoff():
@@ -77,7 +76,10 @@ async def test_our_own_bugs_are_not_retried(autojump_clock):
 
 def test_exception_groups_are_classified_by_their_leaves():
     assert classify(ExceptionGroup("x", [TransportError("a"), AuthRejected("k")]))[0] == "auth"
-    assert classify(ExceptionGroup("x", [ProviderError("a"), OSError("b")]))[0] == "retry"
+    assert classify(ExceptionGroup("x", [ProviderError("a"), TransportError("b")]))[0] == "retry"
+    # Library errors are mapped at the transport: one that got past it is a bug, not a retry.
+    assert classify(ExceptionGroup("x", [ProviderError("a"), OSError("b")]))[0] == "bug"
+    assert classify(TransportError("refused", status=403))[0] == "auth"
     assert classify(ExceptionGroup("x", [ProviderError("a"), ValueError("b")]))[0] == "bug"
 
 
@@ -90,3 +92,19 @@ async def test_error_texts_are_redacted_before_logs_and_health(autojump_clock, c
         await reconnect_forever(session, link, _backoff(), redact=lambda t: t.replace("SECRET-123", "***"))
     assert link.last_error == "ProviderError: server said: bad key ***"
     assert "SECRET-123" not in caplog.text
+
+
+async def test_failures_are_reported_after_the_link_says_so(autojump_clock):
+    seen = []
+
+    async def session(mark_healthy):
+        raise AuthRejected("Invalid API key")
+
+    link = LinkState()
+
+    def on_failure(failure: Failure) -> None:
+        seen.append((failure.kind, failure.reason, link.state, trio.current_time()))
+
+    with trio.move_on_after(1):
+        await reconnect_forever(session, link, _backoff(), on_failure=on_failure)
+    assert seen == [("auth", "AuthRejected: Invalid API key", "auth_rejected", 0)]

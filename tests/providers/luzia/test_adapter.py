@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.common.emulator import FaultScript
 from providers.common.reconnect import AUTH_RETRY_SECONDS
 from providers.common.transport import memory_connector

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.luzia.adapter import DEFAULT_EXCHANGES, expand_every_exchange
 from schemas import Quote, Status, Ticker
 from tests.providers.luzia.support import is_status, of_type

@@ -7,7 +7,7 @@ from functools import partial
 
 import trio
 
-from providers.base import StreamKey
+from schemas.streams import StreamKey
 from providers.luzia import LuziaAdapter, run_standalone
 from tests.providers.luzia.support import KEY, Recorder, of_type
 

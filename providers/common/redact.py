@@ -1,0 +1,40 @@
+"""Keeping a secret out of every text that leaves an adapter (logs, health, status reasons).
+
+One `Redactor` per adapter, built from its key: every text a provider or a library produced goes
+through it before it is logged or kept. Case does not matter (a server may echo the key upper-
+cased), and neither does truncation: any run of `MIN_ECHO` or more characters of the key is
+masked too, because error texts often echo a cut-off key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: Shorter runs of a key are too common to mask (a key shares short runs with ordinary words).
+MIN_ECHO: Final = 8
+MASK: Final = "***"
+
+
+class Redactor:
+    def __init__(self, secret: str) -> None:
+        self._pattern = _pattern(secret) if secret else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def optional(self, text: str | None) -> str | None:
+        return None if text is None else self(text)
+
+
+def _pattern(secret: str) -> re.Pattern[str]:
+    """The key itself, or any piece of it of MIN_ECHO or more characters, longest first."""
+    n = len(secret)
+    if n <= MIN_ECHO:
+        return re.compile(re.escape(secret), re.IGNORECASE)
+    pieces = {secret[i:j] for i in range(n) for j in range(i + MIN_ECHO, n + 1)}
+    # Bounded: a key is at most a few hundred characters (checked where keys are read).
+    alternatives = sorted(pieces, key=len, reverse=True)
+    return re.compile("|".join(re.escape(p) for p in alternatives), re.IGNORECASE)

@@ -1,0 +1,1 @@
+"""Helpers every test package shares (memory-stream connectors, ...)."""
