@@ -62,6 +62,17 @@ class StalenessTracker:
         for key in wanted:
             self._last_seen.setdefault(key, now)
 
+    def add(self, keys: Iterable[Hashable], now: float) -> None:
+        """Start tracking `keys` (their clock starts now; keys already tracked keep theirs)."""
+        for key in keys:
+            self._last_seen.setdefault(key, now)
+
+    def remove(self, keys: Iterable[Hashable]) -> None:
+        """Stop tracking `keys`: work proportional to `keys`, not to everything tracked."""
+        for key in keys:
+            self._last_seen.pop(key, None)
+            self._stale.discard(key)
+
     def seen(self, key: Hashable, now: float) -> float | None:
         """Record data for `key`; if it was stale, return when it was last seen before (else None)."""
         previous = self._last_seen.get(key)
