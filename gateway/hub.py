@@ -1,74 +1,151 @@
-"""The hub: local demand in, upstream subscriptions out; normalized events in, frames out.
+"""The hub: local demand in, upstream demand out; normalized events in, frames out.
 
-Owns who is subscribed to what, which provider serves each data type (via `router.plan`), and the
-fan-out. Rules:
-- `publish` is the adapters' sink: synchronous, it never awaits and never waits on a client. Each
-  event is encoded at most once per output codec, and the same bytes go to every client of that codec.
-- A stream wanted by any number of local clients is one upstream subscription; the last
-  unsubscribe releases it.
-- Only the provider currently serving a data type reaches clients: during a route change the
-  old provider's late events are dropped rather than interleaved.
+Owns who is subscribed to what, which source serves each data type (via `router`), and the fan-out.
+Rules:
+- `publish` is the sources' sink: synchronous, it never awaits and never waits on a client.
+- Subscribers are indexed by the `StreamKey`s they asked for. An event on stream `s` reaches exactly
+  the subscribers of `s.covering_keys()` (three dict look-ups); a status or gap reaches the
+  subscribers of its stream and of the streams that cover it, found through per-exchange and
+  per-data-type indexes. No path scans every subscription.
+- Demand is counted per key (subscribers plus `hold`s). Only a key's first holder and its last
+  release change upstream demand; the changes of one `batch()` reach each source as one
+  `update_wanted(added, removed)`, so work is proportional to what changed, never to all demand.
+- Only the source currently serving a data type reaches clients: during a route change the old
+  source's late events are dropped rather than interleaved. Sources push their health: a
+  provider-level `Status` (stream None) makes the hub re-read `usable` and re-route.
+- Seams: a `Codec` is pure (event in, frame out), and `Frames` encodes each event at most once per
+  codec name, however many subscribers share it; a `Subscriber`'s `deliver` is the dialect's own
+  delivery step (filter, throttle, queue); a `Tap` observes every routed event in-process.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.outbox import Outbox
-from gateway.router import ProviderInfo, plan
-from providers.base import Adapter
-from schemas.streams import StreamKey
-from schemas import Book, Event, Gap, Quote, Status, Ticker, Trade
-from schemas.channels import ChannelError, parse_channel
+from gateway.router import choose_providers, split_by_source
+from providers.base import Source
+from schemas import Book, Event, Gap, MarketEvent, Quote, Status, Ticker, Trade
+from schemas.channels import ChannelError
+from schemas.streams import Stream, StreamKey
 
 log = logging.getLogger(__name__)
 
-_DATATYPE_OF: dict[type, str] = {Trade: "trade", Quote: "quote", Ticker: "ticker", Book: "book"}
+DATATYPE_OF: Final[dict[type, str]] = {Trade: "trade", Quote: "quote", Ticker: "ticker", Book: "book"}
 
 
 class Codec(Protocol):
-    """How one output format shows events; `name` keys the per-event frame cache."""
+    """How one output format shows events. Pure: no side effects, no state."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Keys the per-event frame cache: codecs of the same name make the same bytes."""
 
     def frame(self, event: Event) -> bytes | None:
         """The complete WebSocket frame for `event`, or None when this format cannot show it."""
 
 
+class Frames:
+    """One event's frames, built at most once per codec name and shared by every subscriber."""
+
+    __slots__ = ("_made", "event")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self._made: dict[str, bytes | None] = {}
+
+    def of(self, codec: Codec) -> bytes | None:
+        name = codec.name
+        try:
+            return self._made[name]
+        except KeyError:
+            data = self._made[name] = codec.frame(self.event)
+            return data
+
+
 class Subscriber(Protocol):
+    """A local client session of some dialect. Hashable by identity."""
+
+    def deliver(self, event: MarketEvent, stream: Stream, frames: Frames) -> None:
+        """An event of a stream this subscriber asked for: filter, throttle, queue — never block."""
+
+    def notify(self, event: Status | Gap, frames: Frames) -> None:
+        """A control event about one of its streams, or about the source serving one of its data types."""
+
+
+class Tap(Protocol):
+    """An in-process observer (REST cache, metrics, recorder, bus): sees every routed market event
+    and every control event. Must not block. Demand for what it needs: `Hub.hold`."""
+
+    def on_event(self, event: Event) -> None: ...
+
+
+def queue_market(outbox: Outbox, event: MarketEvent, stream: Stream, data: bytes) -> None:
+    """The usual last delivery step: trades are kept (or dropped with a gap); the rest is latest-wins."""
+    if stream.datatype == "trade":
+        outbox.put_trade(stream, data, event.ts_exchange or event.ts_gateway)
+    else:
+        outbox.put_latest(stream, data)
+
+
+class CodecSubscriber:
+    """The plain delivery: every event of a subscribed stream, framed by one codec, into one outbox."""
+
     outbox: Outbox
     codec: Codec
-    # None, or a per-client test for dialects whose subscriptions are finer than stream keys
-    # (a CoinAPI symbol-id prefix): the hub subscribes the covering stream, the client filters.
-    accepts: Callable[[Event], bool] | None
+
+    def deliver(self, event: MarketEvent, stream: Stream, frames: Frames) -> None:
+        data = frames.of(self.codec)
+        if data is not None:
+            queue_market(self.outbox, event, stream, data)
+
+    def notify(self, event: Status | Gap, frames: Frames) -> None:
+        data = frames.of(self.codec)
+        if data is not None:
+            self.outbox.put_control(data)
+
+
+Clients = dict[Subscriber, None]  # an ordered set
 
 
 class Hub:
-    def __init__(self, routes: Mapping[str, list[str]]) -> None:
+    def __init__(self, routes: Mapping[str, list[str]], *, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.routes = {datatype: list(names) for datatype, names in routes.items()}
-        self.adapters: dict[str, Adapter] = {}
-        self._subscribers: dict[tuple, dict[Subscriber, None]] = {}  # stream → ordered set of clients
-        self._asked: dict[str, frozenset[StreamKey]] = {}
+        self.sources: dict[str, Source] = {}
         self.serving: dict[str, str | None] = {}
+        self._clock_ns = clock_ns
+        self._clients: dict[StreamKey, Clients] = {}  # ask → its subscribers
+        self._client_keys_by_exchange: dict[tuple[str, str], set[StreamKey]] = {}  # keys naming an exchange
+        self._client_keys_by_datatype: dict[str, set[StreamKey]] = {}
+        self._subscriptions_of: dict[Subscriber, int] = {}
+        self._holders: dict[StreamKey, int] = {}  # subscribers + holds, per key
+        self._demand_by_datatype: dict[str, set[StreamKey]] = {}
+        self._added: set[StreamKey] = set()  # demand changes not yet told to the sources
+        self._removed: set[StreamKey] = set()
+        self._batch_depth = 0
+        self._taps: list[Tap] = []
         self.events_in = 0
         self.events_unrouted = 0
-        self._batch_depth = 0
-        self._dirty = False
 
-    def add_adapter(self, adapter: Adapter) -> None:
-        """Adapters are added after the hub exists, because the hub's `publish` is their sink."""
-        self.adapters[adapter.name] = adapter
-        self._asked[adapter.name] = frozenset()
+    def add_source(self, source: Source) -> None:
+        """Sources are added after the hub exists, because the hub's `publish` is their sink."""
+        self.sources[source.name] = source
         self.refresh_routes()
 
-    # ----- demand -------------------------------------------------------------------------
+    def add_tap(self, tap: Tap) -> None:
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        self._taps.remove(tap)
+
+    # ----- configuration questions --------------------------------------------------------
 
     def routed(self, datatype: str) -> bool:
-        """Whether the config routes this data type to a provider able to serve it at all."""
+        """Whether the config routes this data type to a source able to serve it at all."""
         return self.refusal(datatype) is None
 
     def refusal(self, datatype: str) -> str | None:
@@ -77,161 +154,221 @@ class Hub:
         names = self.routes.get(datatype)
         if not names:
             return f"no provider is configured for {datatype} (see [routes])"
-        able = [n for n in names if n in self.adapters and datatype in self.adapters[n].datatypes]
-        if able:
+        if any(n in self.sources and datatype in self.sources[n].datatypes for n in names):
             return None
-        kinds = ", ".join(f"{n} ({self.adapters[n].kind})" if n in self.adapters else n for n in names)
+        kinds = ", ".join(f"{n} ({self.sources[n].kind})" if n in self.sources else n for n in names)
         return f"{datatype} is routed to {kinds}, which cannot provide {datatype}"
+
+    # ----- demand -------------------------------------------------------------------------
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Many (un)subscribes, one re-plan: a client's thousand channels must not cost a thousand."""
+        """Many (un)subscribes, one `update_wanted` per source."""
         self._batch_depth += 1
         try:
             yield
         finally:
             self._batch_depth -= 1
-            if self._batch_depth == 0 and self._dirty:
-                self.refresh_routes()
-
-    def _demand_changed(self) -> None:
-        if self._batch_depth:
-            self._dirty = True
-        else:
-            self.refresh_routes()
+            if self._batch_depth == 0:
+                self._flush()
 
     def subscribe(self, client: Subscriber, key: StreamKey) -> None:
-        clients = self._subscribers.setdefault(key, {})
+        clients = self._clients.get(key)
+        if clients is None:
+            clients = self._clients[key] = {}
+            self._index(key)
+        elif client in clients:
+            return
         clients[client] = None
-        if len(clients) == 1:
-            self._demand_changed()
+        self._subscriptions_of[client] = self._subscriptions_of.get(client, 0) + 1
+        self.hold(key)
 
     def unsubscribe(self, client: Subscriber, key: StreamKey) -> None:
-        clients = self._subscribers.get(key)
+        clients = self._clients.get(key)
         if clients is None or client not in clients:
             return
         del clients[client]
         if not clients:
-            del self._subscribers[key]
-            self._demand_changed()
+            del self._clients[key]
+            self._unindex(key)
+        left = self._subscriptions_of[client] - 1
+        if left:
+            self._subscriptions_of[client] = left
+        else:
+            del self._subscriptions_of[client]
+        self.release(key)
+
+    def hold(self, key: StreamKey) -> None:
+        """Demand for `key` without a subscriber (a tap that needs the stream upstream)."""
+        count = self._holders.get(key, 0)
+        self._holders[key] = count + 1
+        if count == 0:
+            self._demand_by_datatype.setdefault(key.datatype, set()).add(key)
+            if key in self._removed:
+                self._removed.discard(key)
+            else:
+                self._added.add(key)
+            self._changed()
+
+    def release(self, key: StreamKey) -> None:
+        count = self._holders.get(key, 0)
+        if count == 0:
+            return
+        if count > 1:
+            self._holders[key] = count - 1
+            return
+        del self._holders[key]
+        self._demand_by_datatype[key.datatype].discard(key)
+        if key in self._added:
+            self._added.discard(key)
+        else:
+            self._removed.add(key)
+        self._changed()
 
     def demand(self) -> frozenset[StreamKey]:
-        return frozenset(StreamKey(*key) for key in self._subscribers)
+        return frozenset(self._holders)
+
+    def demand_count(self) -> int:
+        return len(self._holders)
 
     def subscriber_count(self, key: StreamKey) -> int:
-        return len(self._subscribers.get(key, ()))
+        return len(self._clients.get(key, ()))
 
     def client_count(self) -> int:
-        return len({client for clients in self._subscribers.values() for client in clients})
+        """Subscribers with at least one subscription."""
+        return len(self._subscriptions_of)
+
+    def _index(self, key: StreamKey) -> None:
+        self._client_keys_by_datatype.setdefault(key.datatype, set()).add(key)
+        if key.exchange is not None:
+            self._client_keys_by_exchange.setdefault((key.datatype, key.exchange), set()).add(key)
+
+    def _unindex(self, key: StreamKey) -> None:
+        self._client_keys_by_datatype[key.datatype].discard(key)
+        if key.exchange is not None:
+            self._client_keys_by_exchange[(key.datatype, key.exchange)].discard(key)
+
+    def _changed(self) -> None:
+        if not self._batch_depth:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Tell each source what changed for it since the last flush."""
+        if not (self._added or self._removed):
+            return
+        added, removed, self._added, self._removed = self._added, self._removed, set(), set()
+        gained, lost = split_by_source(added, self.serving), split_by_source(removed, self.serving)
+        for name in gained.keys() | lost.keys():
+            self.sources[name].update_wanted(gained.get(name, set()), lost.get(name, set()))
+
+    # ----- routes -------------------------------------------------------------------------
 
     def refresh_routes(self) -> None:
-        """Re-plan from the current demand and provider health; tell adapters only what changed."""
-        self._dirty = False
-        infos = [ProviderInfo(n, a.datatypes, a.health().usable) for n, a in self.adapters.items()]
-        new = plan(self.demand(), self.routes, infos)
-        changed = {dt: name for dt, name in new.serving.items() if self.serving.get(dt) != name}
-        self.serving = new.serving
-        for name, wanted in new.wanted.items():
-            if wanted != self._asked.get(name):
-                self._asked[name] = wanted
-                self.adapters[name].set_wanted(wanted)
-        for datatype, name in changed.items():
-            self._announce_route(datatype, name)
+        """Re-choose the serving source of each data type from the sources' `usable`; move the
+        demand of each data type whose source changed, and tell its clients."""
+        self._flush()  # pending changes belong to the sources serving now
+        serving = choose_providers(self.routes, self.sources.values())
+        changed = [dt for dt, name in serving.items() if self.serving.get(dt) != name]
+        previous, self.serving = self.serving, serving
+        for datatype in changed:
+            keys = self._demand_by_datatype.get(datatype, set())
+            old, new = previous.get(datatype), serving[datatype]
+            if keys and old is not None:
+                self.sources[old].update_wanted(set(), set(keys))
+            if keys and new is not None:
+                self.sources[new].update_wanted(set(keys), set())
+            if datatype in previous:  # the first choice is configuration, not news
+                self._announce_route(datatype, new)
 
     def _announce_route(self, datatype: str, name: str | None) -> None:
-        clients = self._clients_of(datatype, None, None)
-        if not clients:
-            return
         reason = f"{datatype} now served by {name}" if name else f"no usable provider for {datatype}"
-        state = "connected" if name else "disconnected"
         log.info("route: %s", reason)
-        _put_control_all(clients, Status(provider=name or "gateway", ts_gateway=time.time_ns(), state=state, reason=reason))
+        state = "connected" if name else "disconnected"
+        status = Status(provider=name or "gateway", ts_gateway=self._clock_ns(), state=state, reason=reason)
+        self._notify(self._clients_of_datatype(datatype), status)
 
     # ----- fan-out ------------------------------------------------------------------------
 
     def publish(self, event: Event) -> None:
-        """The sink every adapter calls, once per normalized event."""
+        """The sink every source calls, once per normalized event."""
         self.events_in += 1
-        datatype = _DATATYPE_OF.get(type(event))
+        datatype = DATATYPE_OF.get(type(event))
         if datatype is None:
-            self._publish_control(event)
+            self._publish_control(event)  # type: ignore[arg-type]
             return
-        if self.serving.get(datatype) != event.provider:
+        market: MarketEvent = event  # type: ignore[assignment]
+        if self.serving.get(datatype) != market.provider:
             self.events_unrouted += 1
             return
-        exact = self._subscribers.get((datatype, event.exchange, event.symbol))
-        wide = self._subscribers.get((datatype, event.exchange, None))
-        every = self._subscribers.get((datatype, None, None))
+        for tap in self._taps:
+            tap.on_event(event)
+        stream = Stream(datatype, market.exchange, market.symbol)
+        clients = self._clients
+        exact = clients.get(stream)  # type: ignore[call-overload]  # a Stream is an equal tuple
+        wide = clients.get(StreamKey(datatype, market.exchange, None))
+        every = clients.get(StreamKey(datatype, None, None))
         if not (exact or wide or every):
             return
-        frames: dict[str, bytes | None] = {}
-        key = (datatype, event.exchange, event.symbol)
+        frames = Frames(event)
         if exact:
             for client in exact:
-                _deliver(client, key, event, frames, datatype)
+                client.deliver(market, stream, frames)
         if wide:
             for client in wide:
-                if not exact or client not in exact:
-                    _deliver(client, key, event, frames, datatype)
+                if not (exact and client in exact):
+                    client.deliver(market, stream, frames)
         if every:
             for client in every:
-                if not (exact and client in exact) and not (wide and client in wide):
-                    _deliver(client, key, event, frames, datatype)
+                if not ((exact and client in exact) or (wide and client in wide)):
+                    client.deliver(market, stream, frames)
 
-    def _publish_control(self, event: Event) -> None:
+    def _publish_control(self, event: Status | Gap) -> None:
+        for tap in self._taps:
+            tap.on_event(event)
         if isinstance(event, Gap):
-            clients = self._clients_of(event.datatype, event.exchange, event.symbol)
-        elif isinstance(event, Status) and event.stream:
+            self._notify(self._clients_of(event.datatype, event.exchange, event.symbol), event)
+        elif event.stream:
             try:
-                clients = self._clients_of(*parse_channel(event.stream))
+                key = StreamKey.parse(event.stream)
             except ChannelError:
-                clients = self._clients_served_by(event.provider)
+                return
+            self._notify(self._clients_of(*key), event)
+        else:  # about a whole provider: its clients hear it, then routes follow its health
+            self._notify(self._clients_served_by(event.provider), event)
+            self.refresh_routes()
+
+    def _notify(self, clients: Clients, event: Status | Gap) -> None:
+        frames = Frames(event)
+        for client in clients:
+            client.notify(event, frames)
+
+    def _clients_of(self, datatype: str, exchange: str | None, symbol: str | None) -> Clients:
+        """Subscribers of a stream and of the streams that cover it (a None part covers all)."""
+        if exchange is None:
+            return self._clients_of_datatype(datatype)
+        if symbol is None:
+            keys: list[StreamKey] = [*self._client_keys_by_exchange.get((datatype, exchange), ())]
+            keys.append(StreamKey(datatype, None, None))
         else:
-            clients = self._clients_served_by(event.provider)
-        _put_control_all(clients, event)
+            keys = list(Stream(datatype, exchange, symbol).covering_keys())
+        return self._union(keys)
 
-    def _clients_of(self, datatype: str, exchange: str | None, symbol: str | None) -> dict[Subscriber, None]:
-        """Clients of a stream and of the streams that cover it; None matches any."""
-        return {
-            c: None
-            for (dt, ex, sym), cs in self._subscribers.items()
-            if dt == datatype
-            and (exchange is None or ex is None or ex == exchange)
-            and (symbol is None or sym is None or sym == symbol)
-            for c in cs
-        }
+    def _clients_of_datatype(self, datatype: str) -> Clients:
+        return self._union(self._client_keys_by_datatype.get(datatype, ()))
 
-    def _clients_served_by(self, provider: str) -> dict[Subscriber, None]:
-        datatypes = {dt for dt, name in self.serving.items() if name == provider}
-        return {c: None for key, cs in self._subscribers.items() if key[0] in datatypes for c in cs}
+    def _clients_served_by(self, provider: str) -> Clients:
+        keys = [
+            key
+            for datatype, name in self.serving.items()
+            if name == provider
+            for key in self._client_keys_by_datatype.get(datatype, ())
+        ]
+        return self._union(keys)
 
-
-def _frame_for(client: Subscriber, event: Event, frames: dict[str, bytes | None]) -> bytes | None:
-    codec = client.codec
-    try:
-        return frames[codec.name]
-    except KeyError:
-        data = frames[codec.name] = codec.frame(event)
-        return data
-
-
-def _deliver(client: Subscriber, key: Hashable, event: Event, frames: dict[str, bytes | None], datatype: str) -> None:
-    accepts = client.accepts
-    if accepts is not None and not accepts(event):
-        return
-    data = _frame_for(client, event, frames)
-    if data is None:
-        return
-    if datatype == "trade":
-        client.outbox.put_trade(key, data, event.ts_exchange or event.ts_gateway)
-    else:
-        client.outbox.put_latest(key, data)
-
-
-def _put_control_all(clients: dict[Subscriber, None], event: Event) -> None:
-    """A control event (status, gap) to each client, encoded once per codec like market events."""
-    frames: dict[str, bytes | None] = {}
-    for client in clients:
-        data = _frame_for(client, event, frames)
-        if data is not None:
-            client.outbox.put_control(data)
+    def _union(self, keys: object) -> Clients:
+        found: Clients = {}
+        for key in keys:  # type: ignore[attr-defined]
+            clients = self._clients.get(key)
+            if clients:
+                found.update(clients)
+        return found

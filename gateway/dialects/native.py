@@ -15,14 +15,14 @@ from typing import Final, Literal
 import msgspec
 
 from gateway.context import GatewayContext, bearer_token
-from gateway.hub import Hub
+from gateway.hub import CodecSubscriber, Hub
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
 from gateway.wspeer import WebSocketPeer
 from gateway.wsframe import binary_frame, text_frame
 from schemas.streams import StreamKey
 from schemas import Gap, json_encoder, msgpack_encoder
-from schemas.channels import ChannelError, parse_channel
+from schemas.channels import ChannelError
 
 # ----- wire of the native protocol (pure) ----------------------------------------------------
 
@@ -100,7 +100,7 @@ class JsonCodec:
     name = "native-json"
     msgpack = False
 
-    def frame(self, event: object) -> bytes:
+    def frame(self, event: object) -> bytes | None:
         return text_frame(json_encoder.encode(event))
 
 
@@ -108,7 +108,7 @@ class MsgpackCodec:
     name = "native-msgpack"
     msgpack = True
 
-    def frame(self, event: object) -> bytes:
+    def frame(self, event: object) -> bytes | None:
         return binary_frame(msgpack_encoder.encode(event))
 
 
@@ -143,14 +143,13 @@ class NativeEndpoint:
 
 
 
-class NativeSession:
+class NativeSession(CodecSubscriber):
     def __init__(self, hub: Hub, outbox: Outbox, codec: JsonCodec | MsgpackCodec, max_subscriptions: int) -> None:
         self.hub = hub
         self.outbox = outbox
         self.codec = codec
         self.max_subscriptions = max_subscriptions
         self.subscriptions: set[StreamKey] = set()
-        self.accepts = None  # every event of a subscribed stream is for this client
 
     def on_message(self, message: str | bytes) -> None:
         with self.hub.batch():  # one re-plan for all the streams this changes
@@ -173,7 +172,7 @@ class NativeSession:
 
     def _subscribe(self, channel: str) -> None:
         try:
-            key = StreamKey(*parse_channel(channel))
+            key = StreamKey.parse(channel)
         except ChannelError as exc:
             self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
             return
@@ -192,7 +191,7 @@ class NativeSession:
 
     def _unsubscribe(self, channel: str) -> None:
         try:
-            key = StreamKey(*parse_channel(channel))
+            key = StreamKey.parse(channel)
         except ChannelError as exc:
             self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
             return

@@ -7,6 +7,7 @@ from decimal import Decimal
 import trio
 
 from gateway.dialects.native import JsonCodec
+from gateway.hub import CodecSubscriber
 from gateway.outbox import Outbox
 from providers.base import ProviderHealth
 from schemas.streams import StreamKey
@@ -20,11 +21,14 @@ class FakeAdapter:
         self.datatypes = frozenset(datatypes)
         self.usable = usable
         self.wanted: frozenset[StreamKey] = frozenset()
-        self.set_wanted_calls = 0
+        self.update_calls = 0
 
-    def set_wanted(self, wanted) -> None:
-        self.wanted = frozenset(wanted)
-        self.set_wanted_calls += 1
+    def update_wanted(self, added, removed) -> None:
+        assert not (set(added) & set(removed)), "a key is never both added and removed"
+        assert not (set(added) & self.wanted), "only new keys are added"
+        assert set(removed) <= self.wanted, "only wanted keys are removed"
+        self.wanted = (self.wanted | frozenset(added)) - frozenset(removed)
+        self.update_calls += 1
 
     def health(self) -> ProviderHealth:
         return ProviderHealth(
@@ -51,11 +55,18 @@ class CountingCodec(JsonCodec):
         return super().frame(event)
 
 
-class FakeClient:
+class FakeClient(CodecSubscriber):
     def __init__(self, codec, limit: int = 100) -> None:
         self.outbox = Outbox(limit=limit)
         self.codec = codec
-        self.accepts = None
+
+
+class RecordingTap:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_event(self, event) -> None:
+        self.events.append(event)
 
 
 def trade(provider="ca", exchange="binance", symbol="BTC/USDT", price="100.5", ts=1) -> Trade:

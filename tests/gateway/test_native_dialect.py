@@ -38,7 +38,7 @@ def test_good_messages_parse():
 def _session(max_subscriptions=10):
     hub = Hub({"trade": ["ca"]})
     adapter = FakeAdapter("ca", {"trade"})
-    hub.add_adapter(adapter)
+    hub.add_source(adapter)
     return NativeSession(hub, Outbox(limit=100), CODECS["json"], max_subscriptions), adapter
 
 

@@ -24,7 +24,7 @@ CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrad
 @pytest.fixture
 async def gateway(nursery):
     hub = Hub(CONFIG.routes)
-    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
     server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     return hub, server, port
@@ -161,7 +161,7 @@ async def test_bad_client_messages_get_errors_and_the_connection_lives_on(gatewa
 
 async def test_healthz_is_503_when_no_provider_is_usable(nursery):
     hub = Hub(CONFIG.routes)
-    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}, usable=False))
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}, usable=False))
     server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     status, body = await _http_get(port, "/healthz")
@@ -171,7 +171,7 @@ async def test_healthz_is_503_when_no_provider_is_usable(nursery):
 
 async def test_native_endpoint_requires_the_local_key_when_keys_are_configured(nursery):
     hub = Hub(CONFIG.routes)
-    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
     server = Server(GatewayApp(GatewayContext(CONFIG, hub, frozenset({"k-local"}))), client_buffer=64)
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     with pytest.raises(ConnectionRejected) as info:

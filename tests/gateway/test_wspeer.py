@@ -21,7 +21,7 @@ SUBSCRIBE = b'{"type":"subscribe","channels":["trade:binance"]}'
 
 def _server():
     hub = Hub(CONFIG.routes)
-    hub.add_adapter(FakeAdapter("ca", {"trade", "quote"}))
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
     return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
 
 
