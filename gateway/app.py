@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 import trio
 
 from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
@@ -23,14 +22,11 @@ from gateway.dialects.native import NativeEndpoint
 from gateway.hub import Hub
 from gateway.server import HttpRequest, HttpResponse, Server, json_response
 from gateway.wspeer import Session, WebSocketPeer
-from providers.base import Adapter
+from providers.base import Source
 from providers.registry import KINDS, Emulator
 
 log = logging.getLogger(__name__)
 
-#: How often routes are re-planned from provider health (an auth rejection moves a data type to
-#: the next provider in its route within this time).
-ROUTE_REFRESH_SECONDS = 1.0
 #: How long clients get to take their close frame at shutdown.
 SHUTDOWN_GRACE_SECONDS = 2.0
 
@@ -43,19 +39,22 @@ class Gateway:
     port: int
     hub: Hub
     server: Server
-    adapters: dict[str, Adapter]
+    adapters: dict[str, Source]
     emulators: dict[str, Emulator]
     cancel_scope: trio.CancelScope
+    upstream: _Upstream
     started_at: float = field(default_factory=time.monotonic)
 
     def url(self, path: str = "/stream") -> str:
         return f"ws://{self.host}:{self.port}{path}"
 
     async def shutdown(self) -> None:
-        """Close every client properly, then stop upstream connections and emulators."""
+        """Close every client properly, then the upstream connections (while in-process emulators
+        still answer their close handshakes), then everything else."""
         self.server.close_all(1001, "gateway shutting down")
         with trio.move_on_after(SHUTDOWN_GRACE_SECONDS):
             await self.server.wait_all_closed()
+        await self.upstream.stop()
         self.cancel_scope.cancel()
 
 
@@ -89,14 +88,14 @@ class GatewayApp:
         return json_response(404, {"message": f"nothing at {request.path}"})
 
     def healthz(self) -> HttpResponse:
-        providers = {name: adapter.health() for name, adapter in self.hub.adapters.items()}
+        providers = {name: source.health() for name, source in self.hub.sources.items()}
         serving = any(h.usable for h in providers.values())
         body = {
             "status": "serving" if serving else "unavailable",
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "routes": self.hub.serving,
             "subscribed_clients": self.hub.client_count(),
-            "streams": len(self.hub.demand()),
+            "streams": self.hub.demand_count(),
             "events_in": self.hub.events_in,
             "events_unrouted": self.hub.events_unrouted,  # from a provider not serving that data type now
             "providers": providers,
@@ -133,30 +132,51 @@ async def run_gateway(
     async with trio.open_nursery() as nursery:
         emulators, urls = await _start_emulators(config, nursery)
         hub = Hub(config.routes)
-        adapters = {}
+        adapters: dict[str, Source] = {}
         for name, provider in config.providers.items():
-            kind = KINDS[provider.kind]
             url = urls.get(name, provider.url)
-            options = {k: v for k, v in msgspec.structs.asdict(provider).items() if k not in _COMMON_PROVIDER_KEYS}
-            adapters[name] = kind.make_adapter(name, url, keys[name], hub.publish, options)
-            hub.add_adapter(adapters[name])
-            await nursery.start(adapters[name].run)
+            assert url is not None  # config._check: a provider that is not emulated has a url
+            adapters[name] = KINDS[provider.kind].make_adapter(name, url, keys[name], hub.publish, provider.policy)
+            hub.add_source(adapters[name])
+        upstream: _Upstream = await nursery.start(_run_upstream, list(adapters.values()))
         ctx = GatewayContext(config, hub, clients_keys)
         app = GatewayApp(ctx)
         for endpoint in app.endpoints:  # an endpoint's own timers (Luzia: REST keep-alive expiry)
-            if hasattr(endpoint, "run"):
-                await nursery.start(endpoint.run)
+            run = getattr(endpoint, "run", None)
+            if run is not None:
+                await nursery.start(run)
         server = Server(app, config.server.client_buffer, config.server.client_socket_buffer)
         bound = await nursery.start(server.serve, host, port)
-        nursery.start_soon(_refresh_routes, hub)
-        gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope)
+        gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, upstream)
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
 
 
-#: Provider settings the gateway itself uses; the rest are the kind's own options.
-_COMMON_PROVIDER_KEYS = frozenset({"url", "api_key_env", "emulate", "emulator_rate"})
+class _Upstream:
+    """The adapters' own nursery, so a shutdown can stop them before the emulators they talk to."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.done = trio.Event()
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.done.wait()
+
+
+async def _run_upstream(sources: list[Source], *, task_status: trio.TaskStatus[_Upstream] = trio.TASK_STATUS_IGNORED) -> None:
+    handle: _Upstream | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for source in sources:
+                await nursery.start(source.run)
+            handle = _Upstream(nursery.cancel_scope)
+            task_status.started(handle)
+            await trio.sleep_forever()
+    finally:
+        if handle is not None:
+            handle.done.set()
 
 
 async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Emulator], dict[str, str]]:
@@ -169,12 +189,6 @@ async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[
             emulator_port = await nursery.start(emulators[name].serve, "127.0.0.1", 0)
             urls[name] = f"ws://127.0.0.1:{emulator_port}{kind.emulator_path}"
     return emulators, urls
-
-
-async def _refresh_routes(hub: Hub) -> None:
-    while True:
-        await trio.sleep(ROUTE_REFRESH_SECONDS)
-        hub.refresh_routes()
 
 
 def _welcome(gateway: Gateway, config: Config) -> str:

@@ -9,12 +9,14 @@ its kind, in-process on an ephemeral loopback port, and needs neither a URL nor 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 import tomllib
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any
 
 import msgspec
 
+from providers.registry import KINDS
 from schemas import DATATYPES
 
 #: The embedded default: both providers emulated in-process (shipped as package data).
@@ -41,24 +43,24 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     local_keys_env: str | None = None
 
 
-class _ProviderBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="kind"):
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One `[providers.NAME]` table: what the gateway itself reads, and the kind's own policy.
+
+    The TOML table is flat: `kind`, `url`, `api_key_env`, `emulate` and `emulator_rate` are the
+    gateway's; every other key belongs to the kind's policy Struct (`providers.<kind>.policy`), which
+    reaches the adapter as it is, typed (`tier = "pro"`, `[providers.NAME.backoff]`, ...).
+    """
+
+    kind: str
     url: str | None = None
     api_key_env: str | None = None
     emulate: bool = False
     emulator_rate: Annotated[float, msgspec.Meta(ge=0)] = 20.0  # emulated market steps/s per connection
+    policy: Any = None  # the kind's policy Struct (`providers.<kind>.policy`); filled by `parse`
 
 
-class LuziaProvider(_ProviderBase, tag="luzia", kw_only=True):
-    kind: ClassVar[str] = "luzia"
-    tier: Literal["pro", "enterprise"] = "pro"
-
-
-class CoinApiProvider(_ProviderBase, tag="coinapi", kw_only=True):
-    kind: ClassVar[str] = "coinapi"
-    exchange_map: dict[str, str] = msgspec.field(default_factory=dict)  # canonical id → CoinAPI id, e.g. okx = "OKEX"
-
-
-ProviderConfig = LuziaProvider | CoinApiProvider
+#: The keys of a provider table that are the gateway's, not the kind's policy.
+GATEWAY_PROVIDER_KEYS = frozenset(f for f in ProviderConfig.__struct_fields__ if f != "policy")
 
 
 class LuziaEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -98,14 +100,28 @@ def parse(text: str, source: str = "config") -> Config:
     if not isinstance(sections, dict):
         raise ConfigError(f"{source}: providers: expected a table of providers")
     config = _convert(raw, Config, "", source)
-    config.providers = {
-        name: _convert(section, ProviderConfig, f"providers.{name}", source) for name, section in sections.items()
-    }
+    config.providers = {name: _provider(name, section, source) for name, section in sections.items()}
     _check(config, source)
     return config
 
 
-def _convert(raw: object, type_: type, prefix: str, source: str):
+def _provider(name: str, section: object, source: str) -> ProviderConfig:
+    """A provider table → its config, the kind's keys converted into the kind's policy Struct."""
+    where = f"providers.{name}"
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: {where}: expected a table")
+    kind = section.get("kind")
+    if kind not in KINDS:
+        known = ", ".join(sorted(KINDS))
+        raise ConfigError(f"{source}: {where}.kind: Invalid value {kind!r} (known: {known})")
+    ours = {k: v for k, v in section.items() if k in GATEWAY_PROVIDER_KEYS}
+    theirs = {k: v for k, v in section.items() if k not in GATEWAY_PROVIDER_KEYS}
+    provider: ProviderConfig = _convert(ours, ProviderConfig, where, source)
+    provider.policy = _convert(theirs, KINDS[kind].policy_type(), where, source)
+    return provider
+
+
+def _convert(raw: object, type_: type, prefix: str, source: str):  # type: ignore[no-untyped-def]
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
@@ -164,32 +180,25 @@ def is_loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
-def local_keys(config: Config, environ: dict[str, str] | None = None) -> frozenset[str] | None:
+def local_keys(config: Config, environ: Mapping[str, str] | None = None) -> frozenset[str] | None:
     """The local client keys, or None when none are configured; errors name the variable only."""
     name = config.server.local_keys_env
     if name is None:
         return None
-    environ = os.environ if environ is None else environ
-    keys = frozenset(k.strip() for k in environ.get(name, "").split(",") if k.strip())
+    variables = os.environ if environ is None else environ
+    keys = frozenset(k.strip() for k in variables.get(name, "").split(",") if k.strip())
     if not keys:
         raise ConfigError(f"server.local_keys_env: environment variable {name} is not set or holds no key")
     return keys
 
 
-def api_key(name: str, provider: ProviderConfig, environ: dict[str, str] | None = None) -> str:
+def api_key(name: str, provider: ProviderConfig, environ: Mapping[str, str] | None = None) -> str:
     """The provider's key from its environment variable; the error names the variable, never a value."""
     if provider.emulate:
-        return _EMULATOR_KEYS[type(provider)]
-    environ = os.environ if environ is None else environ
+        return KINDS[provider.kind].emulator_key
+    variables = os.environ if environ is None else environ
     assert provider.api_key_env is not None  # checked by _check
-    value = environ.get(provider.api_key_env, "").strip()
+    value = variables.get(provider.api_key_env, "").strip()
     if not value:
         raise ConfigError(f"providers.{name}.api_key_env: environment variable {provider.api_key_env} is not set")
     return value
-
-
-#: Emulators accept any well-formed key; these are well-formed and obviously not secrets.
-_EMULATOR_KEYS: dict[type, str] = {
-    LuziaProvider: "lz_local_emulator",
-    CoinApiProvider: "00000000-0000-0000-0000-000000000000",
-}

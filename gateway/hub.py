@@ -283,8 +283,9 @@ class Hub:
     def _announce_route(self, datatype: str, name: str | None) -> None:
         reason = f"{datatype} now served by {name}" if name else f"no usable provider for {datatype}"
         log.info("route: %s", reason)
-        state = "connected" if name else "disconnected"
-        status = Status(provider=name or "gateway", ts_gateway=self._clock_ns(), state=state, reason=reason)
+        status = Status(
+            provider=name or "gateway", ts_gateway=self._clock_ns(), state="connected" if name else "disconnected", reason=reason
+        )
         self._notify(self._clients_of_datatype(datatype), status)
 
     # ----- fan-out ------------------------------------------------------------------------

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 
 import trio
 
+from schemas.streams import Stream
+
 
 @dataclass
 class DroppedWindow:
     """Trades of one stream that were dropped for this client: from/to are event times (ns)."""
 
-    key: Hashable
+    key: Stream
     from_ts: int
     to_ts: int
     missed: int
@@ -39,7 +41,7 @@ class Outbox:
         self.on_overflow = on_overflow
         self._frames: list[bytes] = []
         self._latest_slot: dict[Hashable, int] = {}  # stream → index of its frame in _frames
-        self._dropped: dict[Hashable, DroppedWindow] = {}
+        self._dropped: dict[Stream, DroppedWindow] = {}
         self._controls = 0
         self._ready = trio.Event()
         self.closed = False
@@ -75,7 +77,7 @@ class Outbox:
         self._latest_slot[key] = len(self._frames)
         self._append(data)
 
-    def put_trade(self, key: Hashable, data: bytes, ts: int) -> None:
+    def put_trade(self, key: Stream, data: bytes, ts: int) -> None:
         """A trade: every one matters, so when full it is dropped *and recorded*."""
         if self.closed:
             return

@@ -69,7 +69,7 @@ def plan(demand: Set[StreamKey], routes: Mapping[str, list[str]], providers: Ite
     """The whole picture at once: what the hub's incremental bookkeeping must always equal."""
     providers = list(providers)
     serving = choose_providers(routes, providers)
-    wanted = {p.name: frozenset() for p in providers} | {
+    wanted: dict[str, frozenset[StreamKey]] = {p.name: frozenset() for p in providers} | {
         name: frozenset(keys) for name, keys in split_by_source(demand, serving).items()
     }
     return Plan(serving, wanted)

@@ -75,7 +75,7 @@ class WebSocketPeer:
     def check_upgrade(self) -> str | None:
         """Validate the upgrade request; the reason it is not a valid one, or None."""
         try:
-            self._ws.initiate_upgrade_connection(self.request.headers, self.request.target)
+            self._ws.initiate_upgrade_connection(list(self.request.headers), self.request.target)
             event = next(self._ws.events())
         except (RemoteProtocolError, h11.LocalProtocolError) as exc:  # h11: e.g. HTTP/1.0 without Host
             return str(exc)
@@ -153,7 +153,7 @@ class WebSocketPeer:
             return
         while True:
             try:
-                data = await self.stream.receive_some(_RECEIVE_CHUNK)
+                data = bytes(await self.stream.receive_some(_RECEIVE_CHUNK))
                 self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -179,15 +179,15 @@ class WebSocketPeer:
         return True
 
     def _collect(self, event: TextMessage | BytesMessage, session: Session) -> bool:
-        self._parts.append(event.data)
-        self._size += len(event.data)
+        data: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
+        self._parts.append(data)
+        self._size += len(data)
         if self._size > MAX_CLIENT_MESSAGE:
             self.close(1009, "message too big")
             return False
         if event.message_finished:
-            message = self._parts[0] if len(self._parts) == 1 else type(event.data)().join(self._parts)
-            self._parts, self._size = [], 0
-            session.on_message(message)
+            parts, self._parts, self._size = self._parts, [], 0
+            session.on_message(_joined(parts))
         return True
 
     async def _writer(self, session: Session) -> None:
@@ -210,6 +210,15 @@ class WebSocketPeer:
             pass
         self._writer_done = True
         self._finish_soon()
+
+
+def _joined(parts: list[str | bytes]) -> str | bytes:
+    """One message from its fragments (all text or all bytes: wsproto keeps a message one kind)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], str):
+        return "".join(p for p in parts if isinstance(p, str))
+    return b"".join(p for p in parts if isinstance(p, bytes))
 
 
 def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -1,57 +1,71 @@
-"""Provider kinds by name: how the gateway builds an adapter or an emulator of each kind.
+"""Provider kinds by name: how the gateway builds a kind's policy, adapter and emulator.
 
 The gateway's config names a `kind`; this table is the only place that maps it to code, so adding a
-provider is a new package plus one entry here. Imports are lazy: a kind's code loads when used.
+provider is a new package plus one entry here. Imports are lazy and by name: reading this table,
+or a kind's policy (a pure msgspec Struct), loads no Trio and no adapter; `make_adapter` and
+`make_emulator` import the kind's Trio shells when they are really needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
-from providers.base import Adapter, EventSink
+    from providers.base import EventSink, Source
 
 
 class Emulator(Protocol):
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = ...) -> None: ...
 
 
+def _load(path: str) -> Any:
+    """`package.module:Name` → the object, imported now."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class ProviderKind:
     name: str
     emulator_path: str  # the URL path its emulator (and the real service) serves WebSocket on
-    make_adapter: Callable[[str, str, str, EventSink, Mapping[str, Any]], Adapter]  # name, url, key, sink, options
-    make_emulator: Callable[[float], Emulator]  # market steps per second per connection (0: full speed)
+    emulator_key: str  # a well-formed key the emulator accepts (and obviously not a secret)
+    policy: str  # `module:Struct` of the adapter's knobs
+    adapter: str  # `module:Class` of the adapter (a `providers.base.Source`)
+    emulator: str  # `module:Class` of the emulator
 
+    def policy_type(self) -> type:
+        policy_type: type = _load(self.policy)
+        return policy_type
 
-def _luzia_adapter(name: str, url: str, api_key: str, sink: EventSink, options: Mapping[str, Any]) -> Adapter:
-    from providers.luzia.adapter import LuziaAdapter  # noqa: PLC0415 - lazy by design
+    def make_adapter(self, name: str, url: str, api_key: str, sink: EventSink, policy: object) -> Source:
+        adapter: Source = _load(self.adapter)(name, url=url, api_key=api_key, sink=sink, policy=policy)
+        return adapter
 
-    return LuziaAdapter(name, url=url, api_key=api_key, sink=sink, tier=options.get("tier", "pro"))
-
-
-def _luzia_emulator(rate: float) -> Emulator:
-    from providers.luzia.emulator import LuziaEmulator  # noqa: PLC0415
-
-    return LuziaEmulator(rate=rate)
-
-
-def _coinapi_adapter(name: str, url: str, api_key: str, sink: EventSink, options: Mapping[str, Any]) -> Adapter:
-    from providers.coinapi.session import CoinApiAdapter  # noqa: PLC0415
-
-    return CoinApiAdapter(name, url=url, api_key=api_key, sink=sink, exchange_map=options.get("exchange_map") or None)
-
-
-def _coinapi_emulator(rate: float) -> Emulator:
-    from providers.coinapi.emulator import CoinApiEmulator  # noqa: PLC0415
-
-    return CoinApiEmulator(rate=rate)
+    def make_emulator(self, rate: float) -> Emulator:
+        """`rate`: market steps per second per connection (0: full speed)."""
+        emulator: Emulator = _load(self.emulator)(rate=rate)
+        return emulator
 
 
 KINDS: dict[str, ProviderKind] = {
-    "luzia": ProviderKind("luzia", "/v1/ws", _luzia_adapter, _luzia_emulator),
-    "coinapi": ProviderKind("coinapi", "/v1/", _coinapi_adapter, _coinapi_emulator),
+    "luzia": ProviderKind(
+        "luzia",
+        "/v1/ws",
+        "lz_local_emulator",
+        "providers.luzia.policy:LuziaPolicy",
+        "providers.luzia.adapter:LuziaAdapter",
+        "providers.luzia.emulator:LuziaEmulator",
+    ),
+    "coinapi": ProviderKind(
+        "coinapi",
+        "/v1/",
+        "00000000-0000-0000-0000-000000000000",
+        "providers.coinapi.policy:CoinApiPolicy",
+        "providers.coinapi.adapter:CoinApiAdapter",
+        "providers.coinapi.emulator:CoinApiEmulator",
+    ),
 }

@@ -8,8 +8,8 @@ The whole-second prefix is cached, because consecutive frames almost always shar
 from __future__ import annotations
 
 import calendar
-import time
 import re
+import time
 from functools import lru_cache
 
 _ISO = re.compile(

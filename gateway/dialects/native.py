@@ -18,11 +18,11 @@ from gateway.context import GatewayContext, bearer_token
 from gateway.hub import CodecSubscriber, Hub
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
-from gateway.wspeer import WebSocketPeer
 from gateway.wsframe import binary_frame, text_frame
-from schemas.streams import StreamKey
-from schemas import Gap, json_encoder, msgpack_encoder
+from gateway.wspeer import WebSocketPeer
+from schemas import Event, Gap, json_encoder, msgpack_encoder
 from schemas.channels import ChannelError
+from schemas.streams import StreamKey
 
 # ----- wire of the native protocol (pure) ----------------------------------------------------
 
@@ -96,23 +96,35 @@ def parse_request(message: str | bytes, *, msgpack: bool = False) -> ClientReque
 # ----- codecs: one frame per event per format, shared by every client of that format --------
 
 
+Reply = Subscribed | Unsubscribed | Pong | Error
+
+
 class JsonCodec:
     name = "native-json"
     msgpack = False
 
-    def frame(self, event: object) -> bytes | None:
-        return text_frame(json_encoder.encode(event))
+    def frame(self, event: Event) -> bytes | None:
+        return self.encode(event)
+
+    def encode(self, message: Event | Reply) -> bytes:
+        return text_frame(json_encoder.encode(message))
 
 
 class MsgpackCodec:
     name = "native-msgpack"
     msgpack = True
 
-    def frame(self, event: object) -> bytes | None:
-        return binary_frame(msgpack_encoder.encode(event))
+    def frame(self, event: Event) -> bytes | None:
+        return self.encode(event)
+
+    def encode(self, message: Event | Reply) -> bytes:
+        return binary_frame(msgpack_encoder.encode(message))
 
 
-CODECS: Final = {"json": JsonCodec(), "msgpack": MsgpackCodec()}
+NativeCodec = JsonCodec | MsgpackCodec
+
+
+CODECS: Final[dict[str, NativeCodec]] = {"json": JsonCodec(), "msgpack": MsgpackCodec()}
 
 
 # ----- endpoint and session -------------------------------------------------------------------
@@ -144,7 +156,9 @@ class NativeEndpoint:
 
 
 class NativeSession(CodecSubscriber):
-    def __init__(self, hub: Hub, outbox: Outbox, codec: JsonCodec | MsgpackCodec, max_subscriptions: int) -> None:
+    codec: NativeCodec
+
+    def __init__(self, hub: Hub, outbox: Outbox, codec: NativeCodec, max_subscriptions: int) -> None:
         self.hub = hub
         self.outbox = outbox
         self.codec = codec
@@ -199,26 +213,26 @@ class NativeSession(CodecSubscriber):
         self.hub.unsubscribe(self, key)
         self._reply(Unsubscribed(channel=key.channel()))
 
-    def _reply(self, reply: msgspec.Struct) -> None:
-        self.outbox.put_control(self.codec.frame(reply))
+    def _reply(self, reply: Reply) -> None:
+        self.outbox.put_control(self.codec.encode(reply))
 
     def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]:
         now = time.time_ns()
         frames = []
         for window in dropped:
-            datatype, exchange, symbol = window.key
+            stream = window.key
             gap = Gap(
-                provider=self.hub.serving.get(datatype) or "gateway",
+                provider=self.hub.serving.get(stream.datatype) or "gateway",
                 ts_gateway=now,
-                datatype=datatype,
-                exchange=exchange,
-                symbol=symbol,
+                datatype=stream.datatype,
+                exchange=stream.exchange,
+                symbol=stream.symbol,
                 from_ts=window.from_ts,
                 to_ts=window.to_ts,
                 cause="client_overflow",
                 missed=window.missed,
             )
-            frames.append(self.codec.frame(gap))
+            frames.append(self.codec.encode(gap))
         return frames
 
     def on_close(self) -> None:

@@ -15,6 +15,8 @@ memory streams (`tests.support.memory`) so fake time drives everything.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -35,6 +37,10 @@ Connector = Callable[[trio.Nursery, str, Headers], Awaitable[WebSocketConnection
 
 #: A peer that does not answer our close frame within this long is cut off.
 CLOSE_TIMEOUT: Final = 1.0
+#: When the close happens because the session is being cancelled (shutdown, a retired slot), the
+#: library's reader task is cancelled too, so no reply could be read: the close frame gets this
+#: long to leave, and nobody waits for an answer.
+CANCELLED_CLOSE_PATIENCE: Final = 0.05
 #: Library exceptions that mean "the network or the peer went away".
 _LIBRARY_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError, ConnectionClosed)
 
@@ -92,11 +98,10 @@ class Transport:
         because it runs while the session is being cancelled; a cancelled close still closes."""
         if self.peer_dead:
             patience = 0.0
-        with trio.move_on_after(patience, shield=True):
-            try:
-                await self._ws.aclose()
-            except _LIBRARY_ERRORS:
-                pass
+        elif trio.current_effective_deadline() == -math.inf:  # we are being cancelled
+            patience = min(patience, CANCELLED_CLOSE_PATIENCE)
+        with trio.move_on_after(patience, shield=True), contextlib.suppress(*_LIBRARY_ERRORS):
+            await self._ws.aclose()
 
 
 @asynccontextmanager

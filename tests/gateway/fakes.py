@@ -10,8 +10,8 @@ from gateway.dialects.native import JsonCodec
 from gateway.hub import CodecSubscriber
 from gateway.outbox import Outbox
 from providers.base import ProviderHealth
-from schemas.streams import StreamKey
 from schemas import Quote, Trade
+from schemas.streams import StreamKey
 
 
 class FakeAdapter:

@@ -32,7 +32,7 @@ def test_the_embedded_default_emulates_both_providers():
 
 def test_a_valid_file_parses_with_its_options():
     config = parse(VALID)
-    assert config.providers["lz"].tier == "enterprise"
+    assert config.providers["lz"].policy.tier == "enterprise"
     assert config.routes["ticker"] == ["lz", "ca"]
 
 
@@ -43,7 +43,7 @@ def test_a_valid_file_parses_with_its_options():
         ("[server]\nprot = 1", "server: Object contains unknown field `prot`"),
         ("[server]\nport = 70000", "server.port: Expected `int` <= 65535"),
         ('[providers.a]\nkind = "luzia"', "providers.a.url: required unless emulate = true"),
-        ('[providers.a]\nkind = "nope"', "providers.a.kind: Invalid value 'nope'"),
+        ('[providers.a]\nkind = "nope"', "providers.a.kind: Invalid value 'nope' (known: coinapi, luzia)"),
         ('[providers.a]\nkind = "luzia"\nemulate = true\ntier = "gold"', "providers.a.tier: Invalid enum value 'gold'"),
         ('[providers.a]\nkind = "luzia"\nurl = "http://x"\napi_key_env = "K"', "providers.a.url: must start with ws:// or wss://"),
         ('[providers.a]\nkind = "luzia"\nemulate = true\n[routes]\ntrade = ["b"]', "routes.trade: no provider named 'b'"),

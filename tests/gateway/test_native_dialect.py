@@ -6,7 +6,7 @@ import pytest
 from gateway.dialects.native import CODECS, NativeSession, Ping, RequestError, Subscribe, parse_request
 from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
-from schemas.streams import StreamKey
+from schemas.streams import Stream, StreamKey
 from tests.gateway.fakes import FakeAdapter
 
 
@@ -82,7 +82,7 @@ def test_ping_gets_pong_and_gaps_name_the_window():
     (pong,) = _replies(session)
     assert pong["type"] == "pong" and pong["ts_gateway"] > 0
     session.hub.serving["trade"] = "ca"
-    (frame,) = session.gap_frames([DroppedWindow(("trade", "binance", "BTC/USDT"), 5, 9, 3)])
+    (frame,) = session.gap_frames([DroppedWindow(Stream("trade", "binance", "BTC/USDT"), 5, 9, 3)])
     gap = msgspec.json.decode(frame[2:] if frame[1] < 126 else frame[4:])
     assert (gap["type"], gap["cause"], gap["from_ts"], gap["to_ts"], gap["missed"], gap["provider"]) == (
         "gap", "client_overflow", 5, 9, 3, "ca")

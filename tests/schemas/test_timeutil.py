@@ -1,7 +1,7 @@
 """Timestamps convert exactly: no float anywhere between the text and the int nanoseconds."""
 
 import calendar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -27,7 +27,7 @@ def test_format_then_parse_truncates_exactly(ns, digits):
 @given(ns_values)
 def test_seconds_agree_with_the_standard_library(ns):
     text = format_iso_ns(ns, 0)
-    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert calendar.timegm(parsed.utctimetuple()) == ns // 10**9
 
 
