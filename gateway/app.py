@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -23,6 +23,7 @@ from gateway.hub import Hub
 from gateway.server import HttpRequest, HttpResponse, Server, json_response
 from gateway.wspeer import Session, WebSocketPeer
 from providers.base import Source
+from providers.common.transport import Connector
 from providers.registry import KINDS, Emulator
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,14 @@ async def run_gateway(
     port: int | None = None,
     environ: dict[str, str] | None = None,
     announce: Callable[[str], None] | None = None,
+    upstream: UpstreamFactory | None = None,
+    listen: bool = True,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until cancelled. Keys (provider and local) are read first, so a missing one fails
-    before anything starts."""
+    before anything starts. `upstream` says how providers are reached (default: emulators on
+    loopback TCP, real providers over the network); with `listen` False no port is opened and
+    clients are handed to `gateway.server.handle_stream` directly (tests over memory streams)."""
     keys = {name: api_key(name, provider, environ) for name, provider in config.providers.items()}
     clients_keys = local_keys(config, environ)
     host = host or config.server.host
@@ -130,13 +135,13 @@ async def run_gateway(
         raise ConfigError(f"--host {host} is not loopback; set server.local_keys_env in a config file first")
     port = config.server.port if port is None else port
     async with trio.open_nursery() as nursery:
-        emulators, urls = await _start_emulators(config, nursery)
+        emulators, routes = await (upstream or tcp_upstream)(config, nursery)
         hub = Hub(config.routes)
         adapters: dict[str, Source] = {}
         for name, provider in config.providers.items():
-            url = urls.get(name, provider.url)
-            assert url is not None  # config._check: a provider that is not emulated has a url
-            adapters[name] = KINDS[provider.kind].make_adapter(name, url, keys[name], hub.publish, provider.policy)
+            url, connector = routes[name]
+            make = KINDS[provider.kind].make_adapter
+            adapters[name] = make(name, url, keys[name], hub.publish, provider.policy, connector)
             hub.add_source(adapters[name])
         upstream: _Upstream = await nursery.start(_run_upstream, list(adapters.values()))
         ctx = GatewayContext(config, hub, clients_keys)
@@ -146,7 +151,7 @@ async def run_gateway(
             if run is not None:
                 await nursery.start(run)
         server = Server(app, config.server.client_buffer, config.server.client_socket_buffer)
-        bound = await nursery.start(server.serve, host, port)
+        bound = await nursery.start(server.serve, host, port) if listen else 0
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, upstream)
         if announce is not None:
             announce(_welcome(gateway, config))
@@ -179,16 +184,25 @@ async def _run_upstream(sources: list[Source], *, task_status: trio.TaskStatus[_
             handle.done.set()
 
 
-async def _start_emulators(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Emulator], dict[str, str]]:
+#: Per provider: the URL to connect to, and the connector (None: a real socket).
+UpstreamRoutes = dict[str, tuple[str, Connector | None]]
+UpstreamFactory = Callable[[Config, trio.Nursery], Awaitable[tuple[dict[str, Emulator], UpstreamRoutes]]]
+
+
+async def tcp_upstream(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Emulator], UpstreamRoutes]:
+    """Emulated providers listen on ephemeral loopback ports; the rest are reached at their URL."""
     emulators: dict[str, Emulator] = {}
-    urls: dict[str, str] = {}
+    routes: UpstreamRoutes = {}
     for name, provider in config.providers.items():
         if provider.emulate:
             kind = KINDS[provider.kind]
             emulators[name] = kind.make_emulator(provider.emulator_rate)
             emulator_port = await nursery.start(emulators[name].serve, "127.0.0.1", 0)
-            urls[name] = f"ws://127.0.0.1:{emulator_port}{kind.emulator_path}"
-    return emulators, urls
+            routes[name] = (f"ws://127.0.0.1:{emulator_port}{kind.emulator_path}", None)
+        else:
+            assert provider.url is not None  # config._check: a provider that is not emulated has a url
+            routes[name] = (provider.url, None)
+    return emulators, routes
 
 
 def _welcome(gateway: Gateway, config: Config) -> str:

@@ -9,8 +9,8 @@ its kind, in-process on an ephemeral loopback port, and needs neither a URL nor 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -16,10 +16,14 @@ if TYPE_CHECKING:
     import trio
 
     from providers.base import EventSink, Source
+    from providers.common.transport import Connector
 
 
 class Emulator(Protocol):
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = ...) -> None: ...
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection (a socket, or one end of an in-memory stream pair)."""
 
 
 def _load(path: str) -> Any:
@@ -41,8 +45,12 @@ class ProviderKind:
         policy_type: type = _load(self.policy)
         return policy_type
 
-    def make_adapter(self, name: str, url: str, api_key: str, sink: EventSink, policy: object) -> Source:
-        adapter: Source = _load(self.adapter)(name, url=url, api_key=api_key, sink=sink, policy=policy)
+    def make_adapter(
+        self, name: str, url: str, api_key: str, sink: EventSink, policy: object, connector: Connector | None = None
+    ) -> Source:
+        """`connector`: how to reach the provider (default: a real socket, `transport.connect_tcp`)."""
+        extra = {} if connector is None else {"connector": connector}
+        adapter: Source = _load(self.adapter)(name, url=url, api_key=api_key, sink=sink, policy=policy, **extra)
         return adapter
 
     def make_emulator(self, rate: float) -> Emulator:

@@ -1,19 +1,19 @@
 """Every protocol, fed by either provider: {native, Luzia, CoinAPI client} × {routes → Luzia,
 routes → CoinAPI}. Each cell receives correct data or the protocol's documented refusal; switching
 `[routes]` changes nothing for an app but the native stream's `provider` field.
-Real loopback, both emulators in-process; waits are bounded by a hang guard only.
+The whole gateway over memory streams under fake time (both emulators in-process); waits are
+bounded by a hang guard only, in fake seconds.
 """
 
 import json
 from contextlib import AsyncExitStack
-from functools import partial
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed
 
-from gateway.app import run_gateway
 from gateway.config import parse
+from tests.support.gateway import start_memory_gateway
 
 HANG_GUARD = 30
 
@@ -35,7 +35,7 @@ BTC = ("binance", "BTC/USDT")
 
 
 async def _gateway(nursery, provider):
-    return await nursery.start(partial(run_gateway, parse(CONFIG.format(p=provider)), port=0))
+    return await start_memory_gateway(nursery, parse(CONFIG.format(p=provider)))
 
 
 async def _next(ws, predicate, limit=2000):
@@ -51,10 +51,10 @@ def _is_market(kind):
 
 
 @pytest.mark.parametrize("provider", ["luzia", "coinapi"])
-async def test_native_client(nursery, provider):
+async def test_native_client(autojump_clock, nursery, provider):
     gateway = await _gateway(nursery, provider)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(gateway.url("/stream")) as ws:
+        async with gateway.websocket("/stream") as ws:
             await ws.send_message(json.dumps({"type": "subscribe", "channels": [
                 "quote:binance:BTC/USDT", "ticker:binance:BTC/USDT", "trade:binance:BTC/USDT"]}))
             replies = [json.loads(await ws.get_message()) for _ in range(3)]
@@ -72,10 +72,10 @@ async def test_native_client(nursery, provider):
 
 
 @pytest.mark.parametrize("provider", ["luzia", "coinapi"])
-async def test_luzia_client(nursery, provider):
+async def test_luzia_client(autojump_clock, nursery, provider):
     gateway = await _gateway(nursery, provider)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(gateway.url("/v1/ws")) as ws:
+        async with gateway.websocket("/v1/ws") as ws:
             assert json.loads(await ws.get_message())["type"] == "connected"
             await ws.send_message('{"type":"subscribe","channels":["ticker:binance:BTC-USDT"]}')
             assert json.loads(await ws.get_message()) == {"type": "subscribed", "channel": "ticker:binance:BTC-USDT"}
@@ -85,12 +85,12 @@ async def test_luzia_client(nursery, provider):
 
 
 @pytest.mark.parametrize("provider", ["luzia", "coinapi"])
-async def test_coinapi_client_quotes(nursery, provider):
+async def test_coinapi_client_quotes(autojump_clock, nursery, provider):
     gateway = await _gateway(nursery, provider)
     hello = {"type": "hello", "apikey": "73034021-0000-0000-0000-000000000000", "subscribe_data_type": ["quote"],
              "subscribe_filter_symbol_id": ["BINANCE_SPOT_BTC_USDT$"]}
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(gateway.url("/v1/")) as ws:
+        async with gateway.websocket("/v1/") as ws:
             await ws.send_message(json.dumps(hello))
             quote = await _next(ws, lambda m: m["type"] == "quote")
     assert quote["symbol_id"] == "BINANCE_SPOT_BTC_USDT"
@@ -98,12 +98,12 @@ async def test_coinapi_client_quotes(nursery, provider):
 
 
 @pytest.mark.parametrize("provider", ["luzia", "coinapi"])
-async def test_coinapi_client_trades(nursery, provider):
+async def test_coinapi_client_trades(autojump_clock, nursery, provider):
     gateway = await _gateway(nursery, provider)
     hello = {"type": "hello", "apikey": "k", "subscribe_data_type": ["trade"],
              "subscribe_filter_symbol_id": ["BINANCE_SPOT_BTC_USDT$"]}
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(gateway.url("/v1/")) as ws:
+        async with gateway.websocket("/v1/") as ws:
             await ws.send_message(json.dumps(hello))
             first = json.loads(await ws.get_message())
             if provider == "luzia":  # trades cannot come from a ticker-only provider: refused, then closed
@@ -116,23 +116,23 @@ async def test_coinapi_client_trades(nursery, provider):
     assert trade["symbol_id"] == "BINANCE_SPOT_BTC_USDT" and trade["price"] > 0
 
 
-async def test_ten_clients_in_three_protocols_share_one_upstream_subscription(nursery):
+async def test_ten_clients_in_three_protocols_share_one_upstream_subscription(autojump_clock, nursery):
     gateway = await _gateway(nursery, "luzia")
-    luzia = gateway.emulators["luzia"]
+    luzia = gateway.gateway.emulators["luzia"]
     hello = json.dumps({"type": "hello", "apikey": "k", "subscribe_data_type": ["quote"],
                         "subscribe_filter_symbol_id": ["BINANCE_SPOT_BTC_USDT$"]})
     with trio.fail_after(HANG_GUARD):
         async with AsyncExitStack() as stack:
             for _ in range(4):
-                ws = await stack.enter_async_context(open_websocket_url(gateway.url("/stream")))
+                ws = await stack.enter_async_context(gateway.websocket("/stream"))
                 await ws.send_message('{"type":"subscribe","channels":["quote:binance:BTC/USDT","ticker:binance:BTC/USDT"]}')
                 await _next(ws, _is_market("ticker"))
             for _ in range(3):
-                ws = await stack.enter_async_context(open_websocket_url(gateway.url("/v1/ws")))
+                ws = await stack.enter_async_context(gateway.websocket("/v1/ws"))
                 await ws.send_message('{"type":"subscribe","channels":["ticker:binance:BTC/USDT"]}')
                 await _next(ws, lambda m: m["type"] == "ticker")
             for _ in range(3):
-                ws = await stack.enter_async_context(open_websocket_url(gateway.url("/")))
+                ws = await stack.enter_async_context(gateway.websocket("/"))
                 await ws.send_message(hello)
                 await _next(ws, lambda m: m["type"] == "quote")
             # Ten clients, two data types, three protocols: one channel upstream, on one connection.

@@ -1,7 +1,8 @@
-"""End to end over real loopback: both emulators in-process → adapters → hub → native clients.
+"""End to end: both emulators in-process → adapters → hub → native clients.
 
-These are the few real-socket tests; everything timed is tested under fake time elsewhere. Each
-wait here is bounded by `fail_after` only as a hang guard, never as a speed assertion.
+Most of these are the few real-socket tests (loopback, the real command); everything timed is
+tested under fake time elsewhere. Each wait is bounded by `fail_after` only as a hang guard, never
+as a speed assertion.
 """
 
 import json
@@ -16,11 +17,12 @@ from functools import partial
 
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from gateway.app import run_gateway
 from gateway.config import parse
 from schemas.streams import StreamKey
+from tests.support.gateway import start_memory_gateway
 
 HANG_GUARD = 30  # seconds; generous for a loaded 2-core CI box
 
@@ -87,11 +89,12 @@ async def test_native_client_gets_trades_quotes_and_tickers_from_both_providers(
     assert ticker["last"] is not None and ticker["sequence"] is None  # Luzia has no sequence: null, not 0
 
 
-async def test_two_clients_on_one_stream_are_one_upstream_subscription(nursery):
-    gateway = await nursery.start(partial(run_gateway, _config(), port=0))
+async def test_two_clients_on_one_stream_are_one_upstream_subscription(autojump_clock, nursery):
+    memory = await start_memory_gateway(nursery, _config())  # the same path over memory streams
+    gateway = memory.gateway
     luzia, coinapi = gateway.emulators["luzia"], gateway.emulators["coinapi"]
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(gateway.url()) as a, open_websocket_url(gateway.url()) as b:
+        async with memory.websocket() as a, memory.websocket() as b:
             for ws in (a, b):
                 await _subscribe(ws, "ticker:binance:BTC/USDT", "trade:binance:ETH/USDT")
             for ws in (a, b):
@@ -150,6 +153,11 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_is_told_what_it_misse
         slow.close()
 
 
+async def _drain(ws) -> None:
+    while True:
+        await ws.get_message()
+
+
 def test_mdgateway_run_serves_then_shuts_down_cleanly_on_ctrl_c():
     """The real command, as a new user runs it: prints where to connect, serves, Ctrl-C → exit 0."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -168,9 +176,8 @@ def test_mdgateway_run_serves_then_shuts_down_cleanly_on_ctrl_c():
                     await _subscribe(ws, "trade:binance:BTC/USDT")
                     await _until(ws, lambda m, _: m["type"] == "trade")
                     proc.send_signal(signal.SIGINT)
-                    with pytest.raises(Exception):
-                        while True:
-                            await ws.get_message()
+                    with pytest.raises(ConnectionClosed):
+                        await _drain(ws)
                     return ws.closed.code
 
         assert trio.run(client) == 1001  # "going away": a proper close, not a dropped socket

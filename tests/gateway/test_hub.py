@@ -172,7 +172,7 @@ def test_control_events_reach_the_clients_of_their_stream_and_the_covering_strea
 
 
 def test_taps_see_routed_events_and_control_events_and_hold_demand():
-    hub, ca, lz = _hub()
+    hub, ca, _ = _hub()
     tap = RecordingTap()
     hub.add_tap(tap)
     hub.hold(BTC_TRADES)

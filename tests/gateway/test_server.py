@@ -1,7 +1,9 @@
-"""The gateway's one port over real loopback: WebSocket upgrades and plain HTTP side by side.
+"""The gateway's one port: WebSocket upgrades and plain HTTP side by side.
 
 The hub is fed by a fake adapter here, so these tests pin the server and the native dialect;
-the end-to-end tests with both emulators live in test_end_to_end.py.
+the end-to-end tests with both emulators live in test_end_to_end.py. Clients reach the server
+over memory streams (`tests.support.gateway.MemoryClient`), except where a real socket's own
+behaviour is the point (keep-alive on one TCP connection, a kernel receive buffer that fills).
 """
 
 import json
@@ -9,7 +11,8 @@ import json
 import msgspec
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket_url
+import trio.testing
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from gateway.app import GatewayApp
 from gateway.config import parse
@@ -17,39 +20,54 @@ from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
 from tests.gateway.fakes import FakeAdapter, quote, trade
+from tests.support.gateway import MemoryClient
 
 CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrade = ["ca"]\nquote = ["ca"]')
 
 
+def _server(usable=True, local_keys=None):
+    hub = Hub(CONFIG.routes)
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}, usable=usable))
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, local_keys)), client_buffer=64)
+
+
 @pytest.fixture
 async def gateway(nursery):
-    hub = Hub(CONFIG.routes)
-    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
-    server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
+    hub, server = _server()
+    return hub, server, MemoryClient(server, nursery)
+
+
+@pytest.fixture
+async def loopback(nursery):
+    hub, server = _server()
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     return hub, server, port
 
 
-async def _http_get(port: int, path: str, extra: bytes = b"") -> tuple[int, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def _get(client: MemoryClient, path: str, extra: bytes = b"") -> tuple[int, bytes]:
+    status, _, body = await client.http(path, extra)
+    return status, body
+
+
+async def _exchange(stream: trio.abc.Stream, request: bytes) -> bytes:
+    """Send a raw request, read until the server closes."""
     async with stream:
-        await stream.send_all(b"GET %s HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n%s\r\n" % (path.encode(), extra))
+        await stream.send_all(request)
         data = b""
         while chunk := await stream.receive_some(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+    return data
 
 
 async def _wait_for_demand(hub, count):
     with trio.fail_after(30):  # a hang guard, not a speed assertion
-        while len(hub.demand()) != count:
+        while hub.demand_count() != count:
             await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_native_subscribe_then_events_in_order(gateway):
-    hub, _, port = gateway
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+    hub, _, client = gateway
+    async with client.websocket("/stream") as ws:
         await ws.send_message('{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}')
         assert json.loads(await ws.get_message()) == {"type": "subscribed", "channel": "trade:binance:BTC/USDT"}
         for i in range(50):
@@ -59,8 +77,8 @@ async def test_native_subscribe_then_events_in_order(gateway):
 
 
 async def test_a_burst_beyond_the_client_buffer_arrives_as_trades_then_a_gap(gateway):
-    hub, _, port = gateway  # client_buffer is 64 frames
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+    hub, _, client = gateway  # client_buffer is 64 frames
+    async with client.websocket("/stream") as ws:
         await ws.send_message('{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}')
         await ws.get_message()
         for i in range(100):  # no checkpoint in between: the writer cannot drain
@@ -73,8 +91,8 @@ async def test_a_burst_beyond_the_client_buffer_arrives_as_trades_then_a_gap(gat
 
 
 async def test_msgpack_format_sends_binary_frames(gateway):
-    hub, _, port = gateway
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?format=msgpack") as ws:
+    hub, _, client = gateway
+    async with client.websocket("/stream?format=msgpack") as ws:
         await ws.send_message(msgspec.msgpack.encode({"type": "subscribe", "channels": ["quote:binance"]}))
         reply = await ws.get_message()
         assert isinstance(reply, bytes) and msgspec.msgpack.decode(reply)["type"] == "subscribed"
@@ -84,8 +102,8 @@ async def test_msgpack_format_sends_binary_frames(gateway):
 
 
 async def test_client_close_releases_its_subscriptions(gateway):
-    hub, server, port = gateway
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+    hub, server, client = gateway
+    async with client.websocket("/stream") as ws:
         await ws.send_message('{"type":"subscribe","channels":["trade:binance"]}')
         await ws.get_message()
         assert len(hub.demand()) == 1
@@ -94,28 +112,28 @@ async def test_client_close_releases_its_subscriptions(gateway):
 
 
 async def test_server_close_sends_going_away(gateway):
-    _, server, port = gateway
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+    _, server, client = gateway
+    async with client.websocket("/stream") as ws:
         await ws.send_message('{"type":"ping"}')
         assert json.loads(await ws.get_message())["type"] == "pong"
         server.close_all(1001, "gateway shutting down")
-        with pytest.raises(Exception) as info:
+        with pytest.raises(ConnectionClosed):
             await ws.get_message()
-        assert ws.closed.code == 1001, info.value
+        assert ws.closed.code == 1001
 
 
 async def test_healthz_and_unknown_paths_over_http(gateway):
-    _, _, port = gateway
-    status, body = await _http_get(port, "/healthz")
+    _, _, client = gateway
+    status, body = await _get(client, "/healthz")
     assert status == 200
     health = json.loads(body)
     assert health["status"] == "serving" and health["providers"]["ca"]["usable"] is True
     assert (health["events_in"], health["events_unrouted"]) == (0, 0)
-    assert (await _http_get(port, "/nope"))[0] == 404
+    assert (await _get(client, "/nope"))[0] == 404
 
 
-async def test_keep_alive_serves_several_requests_on_one_connection(gateway):
-    _, _, port = gateway
+async def test_keep_alive_serves_several_requests_on_one_connection(loopback):
+    _, _, port = loopback  # a real socket: keep-alive is a property of the TCP connection
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -126,30 +144,30 @@ async def test_keep_alive_serves_several_requests_on_one_connection(gateway):
 
 
 async def test_websocket_on_unknown_path_is_refused_with_404(gateway):
-    _, _, port = gateway
+    _, _, client = gateway
     with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/nowhere"):
+        async with client.websocket("/nowhere"):
             pass
     assert info.value.status_code == 404
 
 
 async def test_bad_format_is_refused_with_400(gateway):
-    _, _, port = gateway
+    _, _, client = gateway
     with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?format=xml"):
+        async with client.websocket("/stream?format=xml"):
             pass
     assert info.value.status_code == 400
 
 
 async def test_malformed_upgrade_gets_400(gateway):
-    _, _, port = gateway
-    status, _ = await _http_get(port, "/stream", b"upgrade: websocket\r\nconnection: upgrade\r\n")
+    _, _, client = gateway
+    status, _ = await _get(client, "/stream", b"upgrade: websocket\r\nconnection: upgrade\r\n")
     assert status == 400  # no Sec-WebSocket-Key
 
 
 async def test_bad_client_messages_get_errors_and_the_connection_lives_on(gateway):
-    _, _, port = gateway
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream") as ws:
+    _, _, client = gateway
+    async with client.websocket("/stream") as ws:
         for message, code in [("nope", "INVALID_JSON"), ('{"type":"x"}', "UNKNOWN_TYPE"),
                               ('{"type":"subscribe"}', "INVALID_REQUEST"),
                               ('{"type":"subscribe","channels":["trade"]}', "INVALID_CHANNEL")]:
@@ -160,53 +178,39 @@ async def test_bad_client_messages_get_errors_and_the_connection_lives_on(gatewa
 
 
 async def test_healthz_is_503_when_no_provider_is_usable(nursery):
-    hub = Hub(CONFIG.routes)
-    hub.add_source(FakeAdapter("ca", {"trade", "quote"}, usable=False))
-    server = Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
-    port = await nursery.start(server.serve, "127.0.0.1", 0)
-    status, body = await _http_get(port, "/healthz")
+    _, server = _server(usable=False)
+    status, body = await _get(MemoryClient(server, nursery), "/healthz")
     assert status == 503
     assert json.loads(body)["status"] == "unavailable"
 
 
 async def test_native_endpoint_requires_the_local_key_when_keys_are_configured(nursery):
-    hub = Hub(CONFIG.routes)
-    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
-    server = Server(GatewayApp(GatewayContext(CONFIG, hub, frozenset({"k-local"}))), client_buffer=64)
-    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    _, server = _server(local_keys=frozenset({"k-local"}))
+    client = MemoryClient(server, nursery)
     with pytest.raises(ConnectionRejected) as info:
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/stream?apikey=wrong"):
+        async with client.websocket("/stream?apikey=wrong"):
             pass
     assert info.value.status_code == 401
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream", extra_headers=[(b"authorization", b"Bearer k-local")]) as ws:
+    async with client.websocket("/stream", [(b"authorization", b"Bearer k-local")]) as ws:
         await ws.send_message('{"type":"ping"}')
         assert json.loads(await ws.get_message())["type"] == "pong"
 
 
 async def test_head_and_an_upgrade_without_host_do_not_take_the_gateway_down(gateway):
-    _, _, port = gateway
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
+    _, _, client = gateway
+    data = await _exchange(client.stream(), b"HEAD /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"content-length" in head and body == b""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /stream HTTP/1.0\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
-                              b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    assert data.startswith(b"HTTP/1.0 400") or data.startswith(b"HTTP/1.1 400")
-    assert (await _http_get(port, "/healthz"))[0] == 200  # still serving
+    data = await _exchange(client.stream(), b"GET /stream HTTP/1.0\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+                           b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+    assert data.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400"))
+    assert (await _get(client, "/healthz"))[0] == 200  # still serving
 
 
-async def test_a_client_that_pings_but_never_reads_is_cut_off(gateway):
-    """Pongs are control frames: bounded like the rest, or a ping flood would grow memory forever."""
-    hub, server, port = gateway
+async def test_a_client_that_pings_but_never_reads_is_cut_off(loopback):
+    """Pongs are control frames: bounded like the rest, or a ping flood would grow memory forever.
+    (A real socket: the point is a kernel receive buffer that fills up.)"""
+    _, _, port = loopback
     sock = trio.socket.socket()
     sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
     await sock.connect(("127.0.0.1", port))
