@@ -143,7 +143,7 @@ async def run_gateway(
             make = KINDS[provider.kind].make_adapter
             adapters[name] = make(name, url, keys[name], hub.publish, provider.policy, connector)
             hub.add_source(adapters[name])
-        upstream: _Upstream = await nursery.start(_run_upstream, list(adapters.values()))
+        running: _Upstream = await nursery.start(_run_upstream, list(adapters.values()))
         ctx = GatewayContext(config, hub, clients_keys)
         app = GatewayApp(ctx)
         for endpoint in app.endpoints:  # an endpoint's own timers (Luzia: REST keep-alive expiry)
@@ -152,7 +152,7 @@ async def run_gateway(
                 await nursery.start(run)
         server = Server(app, config.server.client_buffer, config.server.client_socket_buffer)
         bound = await nursery.start(server.serve, host, port) if listen else 0
-        gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, upstream)
+        gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, running)
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
