@@ -1,27 +1,11 @@
 """Luzia (api.luzia.dev): real-time tickers over WebSocket, and a quote derived from each ticker.
 
-`LuziaAdapter` is what the gateway runs; `LuziaEmulator` / `run_standalone` are the offline
-stand-in server. The rest is the pure core: `wire` (Luzia's messages), `channels` (channel
-grammar), `planner` (channels per connection within the tier), `normalize` (wire → schemas).
+The package has the shape every provider package has. Pure (no Trio): `wire` (Luzia's messages),
+`grammar` (channels and tiers), `client` (which channels on which connection, kept incrementally),
+`server` (Luzia's server side as a state machine, shared by the emulator and the gateway's
+Luzia-compatible endpoint), `normalize` / `denormalize` (wire <-> schemas), `feed` (the emulated
+market as ticker frames), `streams` (tickers -> the wanted streams, staleness, gaps), `policy`
+(the adapter's knobs). Trio shells: `connection`, `adapter` (`LuziaAdapter`), `emulator`.
+
+Nothing is imported here, so importing any pure module loads no Trio.
 """
-
-from providers.luzia.adapter import DEFAULT_URL, LuziaAdapter, websocket_url
-from providers.luzia.channels import Channel, ChannelError, format_channel, parse_channel
-from providers.luzia.emulator import LuziaEmulator, run_standalone
-from providers.luzia.planner import TIER_LIMITS, Plan, TierLimits, plan_subscriptions
-
-__all__ = [
-    "DEFAULT_URL",
-    "TIER_LIMITS",
-    "Channel",
-    "ChannelError",
-    "LuziaAdapter",
-    "LuziaEmulator",
-    "Plan",
-    "TierLimits",
-    "format_channel",
-    "parse_channel",
-    "plan_subscriptions",
-    "run_standalone",
-    "websocket_url",
-]

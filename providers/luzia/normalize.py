@@ -6,21 +6,19 @@ Never: invents a value (a field Luzia did not send is None, never 0), reads a cl
 Luzia has no sequence numbers and no bid/ask sizes, so those stay None.
 
 `ts_exchange` is `data.timestamp` (the exchange observation); `ts_provider` is the outer
-`timestamp` (when Luzia sent it).
+`timestamp` (when Luzia sent it). A well-typed ticker whose content still cannot be normalized (a
+bad symbol, a bad timestamp) raises `MalformedFrame`: counted and skipped like a broken frame.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from providers.common.errors import MalformedFrame
 from providers.luzia import wire
 from schemas import Quote, Ticker
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
 from schemas.timeutil import TimestampError, parse_any_ns
-
-
-class WireError(ValueError):
-    """A well-typed frame whose content still cannot be normalized (bad symbol, bad timestamp)."""
 
 
 @lru_cache(maxsize=8192)
@@ -28,7 +26,7 @@ def _instrument(exchange: str, symbol: str) -> tuple[str, str]:
     try:
         return canonical_exchange(exchange), canonical_symbol(symbol)
     except InstrumentError as exc:
-        raise WireError(str(exc)) from None
+        raise MalformedFrame(str(exc)) from None
 
 
 def instrument_of(msg: wire.Ticker) -> tuple[str, str]:
@@ -42,7 +40,7 @@ def _ns(value: wire.Timestamp | None) -> int | None:
     try:
         return parse_any_ns(value)
     except TimestampError as exc:
-        raise WireError(str(exc)) from None
+        raise MalformedFrame(str(exc)) from None
 
 
 def ticker_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Ticker:

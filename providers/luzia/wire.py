@@ -5,22 +5,25 @@ server's tagged union on `type`, and the client-message encoder.
 Never: maps to `schemas` (that is `normalize`), touches I/O, or rejects a frame for carrying fields
 it does not know (no `forbid_unknown_fields`: Luzia may add fields at any time).
 
-Decoding rules:
+Decoding rules (the convention of `providers.common.errors`, as in every provider package):
 - Prices, sizes and statistics are `Decimal`, decoded straight from the JSON number's text, so
   `67432.10` stays `Decimal("67432.10")`, never a float in between.
 - Timestamps are kept as sent (ISO-8601 text or Unix ms number); `normalize` converts them.
-- A frame whose `type` is not one we know is an `UnknownMessage`, to be counted and skipped;
-  a frame that is not JSON, or not the shape its `type` promises, raises `MalformedFrame`.
+- A frame whose `type` is not one we know is *returned* as an `UnknownMessage`, to be counted and
+  skipped; a frame that is not JSON, or not the shape its `type` promises, *raises* `MalformedFrame`.
+- Client requests are read by `server.parse_request`, which words Luzia's errors for them.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final, Literal, NamedTuple, Union, get_args
+from typing import Final, Literal, Union, get_args
 
 import msgspec
 
-Timestamp = Union[str, int, float]  # ISO-8601 text (docs) or Unix ms (the Python SDK's model)
+from providers.common.errors import MalformedFrame, UnknownMessage
+
+Timestamp = Union[str, int, float]  # noqa: UP007 - ISO-8601 text (docs) or Unix ms (the Python SDK's model)
 
 
 class _Message(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
@@ -83,7 +86,7 @@ class Ticker(_Message, tag="ticker", kw_only=True, frozen=True):
     timestamp: Timestamp | None = None  # when Luzia sent it
 
 
-ServerMessage = Union[Connected, Subscribed, Unsubscribed, Pong, Error, Ticker]
+ServerMessage = Union[Connected, Subscribed, Unsubscribed, Pong, Error, Ticker]  # noqa: UP007 - msgspec reads it
 
 # ---- client -> server -------------------------------------------------------------------------
 
@@ -100,19 +103,9 @@ class Ping(_Message, tag="ping", kw_only=True, frozen=True):
     pass
 
 
-ClientMessage = Union[Subscribe, Unsubscribe, Ping]
+ClientMessage = Union[Subscribe, Unsubscribe, Ping]  # noqa: UP007
 
 # ---- codecs -----------------------------------------------------------------------------------
-
-
-class MalformedFrame(ValueError):
-    """The provider sent something that is not a message of the shape its `type` promises."""
-
-
-class UnknownMessage(NamedTuple):
-    """A well-formed frame of a `type` this code does not know (yet): count it, skip it."""
-
-    type: str
 
 
 class _TypeOnly(msgspec.Struct):
@@ -159,6 +152,6 @@ def _known_type(frame: str | bytes) -> str | None:
         return None
 
 
-def encode(message: ClientMessage | ServerMessage) -> str:
+def encode(message: msgspec.Struct) -> str:
     """A compact JSON text frame (trio-websocket sends `str` as a text frame, `bytes` as binary)."""
     return encoder.encode(message).decode()

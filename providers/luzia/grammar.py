@@ -1,9 +1,10 @@
-"""Luzia's channel grammar: `ticker:{exchange}:{symbol}` (one symbol) and `ticker:{exchange}` (all).
+"""Luzia's vocabulary: the channel grammar and the tiers. Pure.
 
-Owns: parsing channel names and formatting them canonically (lower-case exchange id, upper-case
-`BASE/QUOTE`; `/` and `-` are the same separator on input, `/` on output).
-Never: knows which exchanges or symbols exist (the server, or the emulator's market, decides),
-and never does I/O. Pure, so Hypothesis can hammer it.
+Owns: parsing channel names (`ticker:{exchange}:{symbol}` one symbol, `ticker:{exchange}` every
+symbol of the exchange) and formatting them canonically (lower-case exchange id, upper-case
+`BASE/QUOTE`; `/` and `-` are the same separator on input, `/` on output); which instrument a
+channel covers; and the tiers' documented limits.
+Never: knows which exchanges or symbols exist (a server's catalog decides), or does I/O.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Final, NamedTuple
 
+import msgspec
+
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
 
 #: The only channel kind Luzia has.
 KIND: Final = "ticker"
+
+Need = tuple[str, str | None]  # (exchange, symbol); symbol None: every symbol of the exchange
 
 
 class ChannelError(ValueError):
@@ -27,6 +32,10 @@ class Channel(NamedTuple):
 
     def __str__(self) -> str:
         return format_channel(self.exchange, self.symbol)
+
+    def covers(self, exchange: str, symbol: str) -> bool:
+        """Whether a ticker of this instrument belongs to this channel."""
+        return self.exchange == exchange and self.symbol in (None, symbol)
 
 
 def format_channel(exchange: str, symbol: str | None = None) -> str:
@@ -57,3 +66,25 @@ def parse_channel(text: str) -> Channel:
 def canonical_channel(text: str) -> str:
     """Any accepted spelling → the canonical name (`ticker:binance:BTC-USDT` → `ticker:binance:BTC/USDT`)."""
     return str(parse_channel(text))
+
+
+class TierLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one API key may open: WebSocket connections, and subscriptions on each."""
+
+    connections: int
+    subscriptions: int
+
+
+#: From Luzia's API page. Free has no WebSocket access at all.
+TIER_LIMITS: Final = {
+    "free": TierLimits(connections=0, subscriptions=0),
+    "pro": TierLimits(connections=5, subscriptions=50),
+    "enterprise": TierLimits(connections=25, subscriptions=500),
+}
+
+
+def tier_limits(tier: str) -> TierLimits:
+    try:
+        return TIER_LIMITS[tier]
+    except KeyError:
+        raise ValueError(f"unknown Luzia tier {tier!r}; expected one of {sorted(TIER_LIMITS)}") from None
