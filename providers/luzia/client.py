@@ -41,9 +41,11 @@ from typing import Final
 from providers.common.errors import AuthRejected, ProviderError
 from providers.luzia import wire
 from providers.luzia.grammar import Need, TierLimits, format_channel, parse_channel
+from providers.luzia.policy import EXCHANGE_WIDE_THRESHOLD
 
 #: Channels per subscribe frame: keeps frames small on Enterprise (500 per connection).
 SUBSCRIBE_BATCH: Final = 50
+DEFAULT_URL: Final = "wss://api.luzia.dev/v1/ws"
 
 
 def websocket_url(base: str) -> str:
@@ -441,7 +443,7 @@ def plan_subscriptions(
     limits: TierLimits,
     *,
     previous: Sequence[Iterable[str]] = (),
-    exchange_wide_threshold: int | None = None,
+    exchange_wide_threshold: int | None = EXCHANGE_WIDE_THRESHOLD,
     excluded: Iterable[str] = (),
 ) -> Plan:
     """All needs → channels per connection slot, within `limits`, from scratch (the rules above,

@@ -6,9 +6,11 @@ import random
 
 import pytest
 
-from providers.common.transport import memory_connector
-from providers.luzia import LuziaAdapter, LuziaEmulator
+from providers.luzia.adapter import LuziaAdapter
+from providers.luzia.emulator import LuziaEmulator
+from providers.luzia.policy import LuziaPolicy
 from tests.providers.luzia.support import KEY, SEED, URL, Recorder
+from tests.support.memory import memory_connector
 
 
 @pytest.fixture
@@ -24,13 +26,18 @@ def emulator() -> LuziaEmulator:
 
 @pytest.fixture
 def make_adapter(nursery, emulator, recorder):
-    """Build an adapter wired to the emulator over memory streams, with a seeded rng."""
+    """Build an adapter wired to the emulator over memory streams, with a seeded rng; keyword
+    arguments other than `api_key` are `LuziaPolicy` fields."""
 
-    def make(**options) -> LuziaAdapter:
-        options.setdefault("api_key", KEY)
-        options.setdefault("rng", random.Random(SEED))
+    def make(api_key: str = KEY, **policy) -> LuziaAdapter:
         return LuziaAdapter(
-            "lz", url=URL, sink=recorder, connector=memory_connector(emulator.handle_stream, nursery), **options
+            "lz",
+            url=URL,
+            api_key=api_key,
+            sink=recorder,
+            policy=LuziaPolicy(**policy),
+            connector=memory_connector(emulator.handle_stream, nursery),
+            rng=random.Random(SEED),
         )
 
     return make

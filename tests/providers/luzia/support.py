@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgspec
 import trio
 
-from providers.common.transport import memory_connector
-from providers.luzia import LuziaEmulator
+from providers.luzia.emulator import LuziaEmulator
+from tests.support.memory import memory_connector
 
 KEY = "lz_test_key_123"
 URL = "ws://luzia.test/v1/ws"

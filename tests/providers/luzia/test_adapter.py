@@ -13,13 +13,17 @@ import pytest
 import trio
 import trio.testing
 
-from schemas.streams import StreamKey
 from providers.common.emulator import FaultScript
 from providers.common.reconnect import AUTH_RETRY_SECONDS
-from providers.common.transport import memory_connector
-from providers.luzia import LuziaAdapter, LuziaEmulator, TierLimits, websocket_url
+from providers.luzia.adapter import LuziaAdapter
+from providers.luzia.client import websocket_url
+from providers.luzia.emulator import LuziaEmulator
+from providers.luzia.grammar import TierLimits
+from providers.luzia.policy import LuziaPolicy
 from schemas import Gap, Quote, Status, Ticker
+from schemas.streams import StreamKey
 from tests.providers.luzia.support import KEY, SEED, is_status, of_type
+from tests.support.memory import memory_connector
 
 BTC = StreamKey("ticker", "binance", "BTC/USDT")
 ETH_QUOTE = StreamKey("quote", "coinbase", "ETH/USDT")
@@ -36,7 +40,7 @@ def _subscribes(emulator) -> list[list[str]]:
 
 
 async def _start(nursery, adapter: LuziaAdapter, *wanted: StreamKey) -> LuziaAdapter:
-    adapter.set_wanted(set(wanted))
+    adapter.update_wanted(set(wanted), set())
     await nursery.start(adapter.run)
     return adapter
 
@@ -169,7 +173,7 @@ async def test_the_wanted_set_is_sharded_at_the_limit_and_shrinks_back(autojump_
     assert set().union(*emulator.connection_channels()) == {f"ticker:{e}:{s}" for e, s in SYMBOLS}
     assert [c.subscriptions for c in adapter.health().connections] == [2, 2, 1]
 
-    adapter.set_wanted({StreamKey("ticker", "kraken", "BTC/USD")})
+    adapter.update_wanted(set(), {StreamKey("ticker", e, s) for e, s in SYMBOLS[:4]})  # kraken stays
     await trio.testing.wait_all_tasks_blocked()
     assert emulator.connection_channels() == [frozenset({"ticker:kraken:BTC/USD"})]  # surplus closed
     assert len(adapter.health().connections) == 1
@@ -237,18 +241,12 @@ async def test_an_invalid_channel_is_reported_once_and_not_retried(autojump_cloc
     assert len(recorder.matching(is_status("rejected"))) == 1 and adapter.health().subscriptions == 1
 
 
-class _OverstatingEmulator(LuziaEmulator):
-    """Announces 50 subscriptions per connection but enforces its (lower) limits."""
-
-    def _connected(self) -> str:
-        return '{"type":"connected","message":"Connected to Luzia WebSocket API","tier":"pro","limits":{"maxSubscriptions":50}}'
-
-
 async def test_subscription_limit_errors_lower_the_limit_and_move_channels(autojump_clock, nursery, recorder):
-    emulator = _OverstatingEmulator(rate=4, limits=TierLimits(3, 2))
+    emulator = LuziaEmulator(rate=4, limits=TierLimits(3, 2), announce=50)  # overstates its limit
+    policy = LuziaPolicy(limits=TierLimits(3, 4), exchange_wide_threshold=None)
     adapter = LuziaAdapter(
         "lz", url="ws://x/v1/ws", api_key=KEY, sink=recorder, connector=memory_connector(emulator.handle_stream, nursery),
-        limits=TierLimits(3, 4), exchange_wide_threshold=None, rng=random.Random(SEED),
+        policy=policy, rng=random.Random(SEED),
     )
     await _start(nursery, adapter, *(StreamKey("ticker", e, s) for e, s in SYMBOLS[:4]))
     for _, symbol in SYMBOLS[:4]:
@@ -272,7 +270,7 @@ async def test_the_limit_in_connected_is_believed_before_subscribing(autojump_cl
 async def test_changing_the_wanted_set_unsubscribes_and_subscribes(autojump_clock, nursery, make_adapter, recorder, emulator):
     adapter = await _start(nursery, make_adapter(), BTC)
     await recorder.wait_for(of_type("ticker", "BTC/USDT"))
-    adapter.set_wanted({ETH_QUOTE})
+    adapter.update_wanted({ETH_QUOTE}, {BTC})
     await recorder.wait_for(of_type("quote", "ETH/USDT"))
     assert {"type": "unsubscribe", "channels": ["ticker:binance:BTC/USDT"]} in emulator.stats.client_messages
     assert emulator.active_channels() == Counter({"ticker:coinbase:ETH/USDT": 1})
@@ -282,9 +280,9 @@ async def test_changing_the_wanted_set_unsubscribes_and_subscribes(autojump_cloc
 
 def test_configuration_errors_fail_at_construction():
     with pytest.raises(ValueError, match="no WebSocket access"):
-        LuziaAdapter("lz", api_key=KEY, sink=print, tier="free")
+        LuziaAdapter("lz", api_key=KEY, sink=print, policy=LuziaPolicy(tier="free"))
     with pytest.raises(ValueError, match="unknown Luzia tier"):
-        LuziaAdapter("lz", api_key=KEY, sink=print, tier="gold")
+        LuziaAdapter("lz", api_key=KEY, sink=print, policy=LuziaPolicy(tier="gold"))
     with pytest.raises(ValueError, match="api_key is empty"):
         LuziaAdapter("lz", api_key="", sink=print)
 

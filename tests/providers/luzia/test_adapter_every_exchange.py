@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from schemas.streams import StreamKey
-from providers.luzia.adapter import DEFAULT_EXCHANGES, expand_every_exchange
+from providers.luzia.policy import EXCHANGES as DEFAULT_EXCHANGES
+from providers.luzia.streams import expand_every_exchange
 from schemas import Quote, Status, Ticker
+from schemas.streams import StreamKey
 from tests.providers.luzia.support import is_status, of_type
 
 EVERY_TICKER = StreamKey("ticker", None, None)
@@ -32,7 +33,7 @@ async def test_every_exchange_subscribes_each_exchange_wide_and_delivers_them_al
     autojump_clock, nursery, make_adapter, recorder, emulator
 ):
     adapter = make_adapter()
-    adapter.set_wanted({EVERY_TICKER})
+    adapter.update_wanted({EVERY_TICKER}, set())
     await nursery.start(adapter.run)
     await emulator.stats.wait_for(lambda: set(emulator.active_channels()) == {f"ticker:{e}" for e in EMULATED_EXCHANGES})
     # The one exchange the server does not have is refused, per exchange, not for the whole stream.
@@ -46,8 +47,8 @@ async def test_every_exchange_subscribes_each_exchange_wide_and_delivers_them_al
 
 
 async def test_configured_exchanges_bound_the_expansion(autojump_clock, nursery, make_adapter, recorder, emulator):
-    adapter = make_adapter(exchanges=["Binance", "kraken"])
-    adapter.set_wanted({EVERY_QUOTE})
+    adapter = make_adapter(exchanges=("Binance", "kraken"))
+    adapter.update_wanted({EVERY_QUOTE}, set())
     await nursery.start(adapter.run)
     quotes = await recorder.wait_for(of_type("quote"), 8)
     assert emulator.active_channels() == Counter({"ticker:binance": 1, "ticker:kraken": 1})
@@ -59,15 +60,15 @@ async def test_every_exchange_and_one_symbol_share_the_exchange_wide_channel(
     autojump_clock, nursery, make_adapter, recorder, emulator
 ):
     btc = StreamKey("ticker", "binance", "BTC/USDT")
-    adapter = make_adapter(exchanges=["binance"])
-    adapter.set_wanted({EVERY_TICKER, btc})
+    adapter = make_adapter(exchanges=("binance",))
+    adapter.update_wanted({EVERY_TICKER, btc}, set())
     await nursery.start(adapter.run)
     await recorder.wait_for(of_type("ticker"), 6)
     assert emulator.active_channels() == Counter({"ticker:binance": 1})
     symbols = {e.symbol for _, e in recorder.matching(of_type("ticker"))}
     assert symbols == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}  # the whole exchange, not just BTC
     # Dropping the every-exchange stream narrows the subscription back to the one symbol.
-    adapter.set_wanted({btc})
+    adapter.update_wanted(set(), {EVERY_TICKER})
     await emulator.stats.wait_for(lambda: emulator.active_channels() == Counter({"ticker:binance:BTC/USDT": 1}))
     before = len(recorder.events)
     await recorder.wait_for(lambda e: not isinstance(e, Status), before + 3)

@@ -1,5 +1,6 @@
-"""The subscription planner: limits are never exceeded, everything that fits is served, the
-exchange-wide channel is used when cheaper, and assignments stay put across re-plans."""
+"""The client side: the reference planner (a full plan from all needs): limits are never exceeded,
+everything that fits is served, the exchange-wide channel is used when cheaper, and assignments stay
+put across re-plans. The incremental planner is held to the same rules in test_planner_incremental."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.luzia.channels import format_channel, parse_channel
-from providers.luzia.planner import TIER_LIMITS, Plan, TierLimits, plan_subscriptions, tier_limits
+from providers.luzia.client import Plan, plan_subscriptions
+from providers.luzia.grammar import TIER_LIMITS, TierLimits, format_channel, parse_channel, tier_limits
 
 EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
 SYMBOLS = [f"C{i}/USDT" for i in range(40)]

@@ -11,7 +11,8 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from providers.common.emulator import FaultScript
-from providers.luzia import LuziaEmulator, TierLimits
+from providers.luzia.emulator import LuziaEmulator
+from providers.luzia.grammar import TierLimits
 from tests.providers.luzia.support import KEY, open_client, receive, send
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

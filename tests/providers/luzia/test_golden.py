@@ -9,9 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from providers.luzia import normalize, wire
-from providers.luzia.emulator import LuziaEmulator, ticker_message
 from providers.common.market import DEFAULT_INSTRUMENTS, Market
+from providers.luzia import normalize, server, wire
+from providers.luzia.feed import ticker_message
+from providers.luzia.grammar import TIER_LIMITS
 from schemas import json_encoder
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "luzia"
@@ -48,9 +49,10 @@ def test_golden_frame(frame_path: Path):
     assert [msgspec.json.decode(json_encoder.encode(e)) for e in events] == expected["events"]
 
 
-def test_the_emulator_says_connected_exactly_as_the_docs_show():
-    emulator_frame = LuziaEmulator()._connected()
-    assert emulator_frame == (FIXTURES / "connected.json").read_text().strip()
+def test_the_server_says_connected_exactly_as_the_docs_show():
+    """What the emulator (and the gateway's endpoint, with its own tier) sends on `open`."""
+    frame = wire.encode(server.connected(server.Terms("pro", TIER_LIMITS["pro"])))
+    assert frame == (FIXTURES / "connected.json").read_text().strip()
 
 
 def test_the_emulators_ticker_has_luzias_shape_and_key_order():

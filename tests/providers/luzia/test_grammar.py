@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.luzia.channels import Channel, ChannelError, canonical_channel, format_channel, parse_channel
+from providers.luzia.grammar import Channel, ChannelError, canonical_channel, format_channel, parse_channel
 
 exchanges = st.from_regex(r"[a-z0-9][a-z0-9_.]{0,12}", fullmatch=True)
 assets = st.from_regex(r"[A-Z0-9][A-Z0-9.]{0,8}", fullmatch=True)

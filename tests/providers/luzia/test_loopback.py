@@ -7,8 +7,9 @@ from functools import partial
 
 import trio
 
+from providers.luzia.adapter import LuziaAdapter
+from providers.luzia.emulator import run_standalone
 from schemas.streams import StreamKey
-from providers.luzia import LuziaAdapter, run_standalone
 from tests.providers.luzia.support import KEY, Recorder, of_type
 
 GENEROUS = 20.0  # a bound for a noisy CI box, not a speed expectation
@@ -19,7 +20,7 @@ async def test_adapter_streams_from_the_standalone_emulator_over_tcp(nursery, ca
     assert f"ws://127.0.0.1:{port}/v1/ws" in capsys.readouterr().out
     recorder = Recorder()
     adapter = LuziaAdapter("lz", url=f"http://127.0.0.1:{port}", api_key=KEY, sink=recorder)  # REST base → ws URL
-    adapter.set_wanted({StreamKey("ticker", "binance", "BTC/USDT"), StreamKey("quote", "kraken", "BTC/USD")})
+    adapter.update_wanted({StreamKey("ticker", "binance", "BTC/USDT"), StreamKey("quote", "kraken", "BTC/USD")}, set())
     await nursery.start(adapter.run)
     with trio.fail_after(GENEROUS):
         await recorder.wait_for(of_type("ticker", "BTC/USDT"), 2)

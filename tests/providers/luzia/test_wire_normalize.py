@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from providers.common.errors import MalformedFrame, UnknownMessage
 from providers.luzia import normalize, wire
 from schemas import json_encoder
 from schemas.timeutil import format_iso_ns
@@ -83,7 +84,7 @@ def test_quote_has_prices_but_no_sizes():
     ],
 )
 def test_unknown_types_are_reported_as_such(frame):
-    assert wire.decode_server(frame) == wire.UnknownMessage(msgspec.json.decode(frame)["type"])
+    assert wire.decode_server(frame) == UnknownMessage(msgspec.json.decode(frame)["type"])
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_unknown_types_are_reported_as_such(frame):
     ],
 )
 def test_malformed_frames_raise(frame):
-    with pytest.raises(wire.MalformedFrame):
+    with pytest.raises(MalformedFrame):
         wire.decode_server(frame)
 
 
@@ -113,8 +114,8 @@ def test_malformed_frames_raise(frame):
         _ticker_frame().replace('"symbol":"BTC/USDT","data"', '"symbol":"BTCUSDT","data"'),
     ],
 )
-def test_well_typed_but_unusable_tickers_raise_wire_error(frame):
-    with pytest.raises(normalize.WireError):
+def test_well_typed_but_unusable_tickers_raise_malformed_frame(frame):
+    with pytest.raises(MalformedFrame):
         normalize.ticker_event(wire.decode_server(frame), provider="lz", ts_gateway=0)
 
 
