@@ -120,6 +120,7 @@ class Streams:
         self._of_need: dict[Need, set[StreamKey]] = {}  # wanted streams, per need
         self._needs_per_exchange: dict[str, int] = {}
         self._served: dict[Need, str] = {}  # need → the channel delivering it
+        self._unserved: set[Need] = set()  # needs the planner could not serve (new ones: neither)
         self._needs_of: dict[str, set[Need]] = {}  # channel → the needs it delivers
         self._routes: dict[Need, Route] = {}  # served needs only
         self._refusals: dict[str, str] = {}  # channel → why the server refused it
@@ -140,7 +141,7 @@ class Streams:
             if len(streams) == 1:
                 new.append(need)
                 self._needs_per_exchange[need[0]] = self._needs_per_exchange.get(need[0], 0) + 1
-            else:
+            elif need in self._served or need in self._unserved:
                 self._show(need, now)  # joins a need already planned: served or reported as it is
         return new
 
@@ -168,6 +169,7 @@ class Streams:
     def _forget(self, need: Need) -> None:
         self._of_need.pop(need, None)
         self._unserve(need)
+        self._unserved.discard(need)
         self._refusals.pop(format_channel(*need), None)
         exchange = need[0]
         left = self._needs_per_exchange.get(exchange, 1) - 1
@@ -198,7 +200,9 @@ class Streams:
             return
         if channel is None:
             self._unserve(need)
+            self._unserved.add(need)
         elif self._served.get(need) != channel:
+            self._unserved.discard(need)
             self._unserve(need, keep_clock=True)
             self._served[need] = channel
             self._needs_of.setdefault(channel, set()).add(need)

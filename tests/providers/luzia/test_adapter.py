@@ -16,7 +16,6 @@ import trio.testing
 from providers.common.emulator import FaultScript
 from providers.common.reconnect import AUTH_RETRY_SECONDS
 from providers.luzia.adapter import LuziaAdapter
-from providers.luzia.client import websocket_url
 from providers.luzia.emulator import LuziaEmulator
 from providers.luzia.grammar import TierLimits
 from providers.luzia.policy import LuziaPolicy
@@ -285,15 +284,3 @@ def test_configuration_errors_fail_at_construction():
         LuziaAdapter("lz", api_key=KEY, sink=print, policy=LuziaPolicy(tier="gold"))
     with pytest.raises(ValueError, match="api_key is empty"):
         LuziaAdapter("lz", api_key="", sink=print)
-
-
-@pytest.mark.parametrize(
-    "base, url",
-    [
-        ("https://api.luzia.dev", "wss://api.luzia.dev/v1/ws"),
-        ("http://localhost:8765/", "ws://localhost:8765/v1/ws"),
-        ("ws://127.0.0.1:9000/v1/ws", "ws://127.0.0.1:9000/v1/ws"),
-    ],
-)
-def test_websocket_url_follows_the_sdk_rule(base, url):
-    assert websocket_url(base) == url

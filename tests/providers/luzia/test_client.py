@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.luzia.client import Plan, plan_subscriptions
+from providers.common.errors import AuthRejected, ProviderError
+from providers.common.redact import Redactor
+from providers.luzia import wire
+from providers.luzia.client import Plan, Subscriptions, plan_subscriptions, session_error, websocket_url
 from providers.luzia.grammar import TIER_LIMITS, TierLimits, format_channel, parse_channel, tier_limits
 
 EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
@@ -87,7 +90,7 @@ def test_adding_a_stream_moves_no_existing_channel(symbols, extra):
     needs = {("binance", s) for s in symbols}
     first = plan_subscriptions(needs, limits, exchange_wide_threshold=None)
     second = plan_subscriptions(needs | {("kraken", extra)}, limits, previous=first.connections, exchange_wide_threshold=None)
-    for before, after in zip(first.connections, second.connections):
+    for before, after in zip(first.connections, second.connections, strict=True):
         assert before <= after
 
 
@@ -149,3 +152,59 @@ def test_tiers_are_luzias_documented_limits():
     with pytest.raises(ValueError, match="unknown Luzia tier"):
         tier_limits("platinum")
     assert plan_subscriptions({("binance", "BTC/USDT")}, TIER_LIMITS["free"]).unserved == {"ticker:binance:BTC/USDT"}
+
+
+# ----- one connection: what is sent, what the server's errors mean ------------------------------
+
+
+def test_sync_unsubscribes_first_then_subscribes_in_batches_of_fifty():
+    subs = Subscriptions()
+    first = subs.sync({f"ticker:binance:C{i}/USDT" for i in range(60)})
+    assert [type(m) for m in first] == [wire.Subscribe, wire.Subscribe]
+    assert [len(m.channels) for m in first] == [50, 10] and first[0].channels == sorted(first[0].channels)
+    kept = {f"ticker:binance:C{i}/USDT" for i in range(5)}
+    second = subs.sync(kept | {"ticker:kraken"})
+    assert [type(m) for m in second] == [wire.Unsubscribe, wire.Unsubscribe, wire.Subscribe]
+    assert [len(m.channels) for m in second] == [50, 5, 1] and second[2].channels == ["ticker:kraken"]
+    assert subs.sync(kept | {"ticker:kraken"}) == []  # nothing changed: nothing to send
+
+
+def test_an_error_is_blamed_on_the_channel_it_names_else_the_oldest_unanswered():
+    subs = Subscriptions()
+    subs.sync({"ticker:binance", "ticker:binance:BTC/USDT", "ticker:okx"})
+    subs.subscribed("ticker:binance")
+    assert subs.blame("Invalid channel: ticker:binance:BTC/USDT") == "ticker:binance:BTC/USDT"  # the longest named
+    assert subs.blame("Subscription limit exceeded") == "ticker:binance:BTC/USDT"  # the oldest pending
+    subs.refused("ticker:binance:BTC/USDT")
+    assert subs.blame(None) == "ticker:okx" and subs.confirmed == {"ticker:binance"}
+    subs.unsubscribed("ticker:binance")
+    assert not subs.confirmed and "ticker:binance:BTC/USDT" not in subs.sent
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "kind", "words"),
+    [
+        ("CONNECTION_REJECTED", "Invalid API key lz_secret_key", AuthRejected, "CONNECTION_REJECTED: Invalid API key lz_***"),
+        ("CONNECTION_REJECTED", "Connection limit exceeded (max 5 for pro tier)", ProviderError, "limit"),
+        ("SERVER_SHUTDOWN", "Server is shutting down, reconnect shortly", ProviderError, "SERVER_SHUTDOWN: Server"),
+    ],
+)
+def test_connection_level_errors_end_the_session_as_the_reconnect_loop_reads_them(code, text, kind, words):
+    error = session_error(wire.Error(code=code, message=text), Redactor("secret_key"))
+    assert type(error) is kind and words in str(error)
+
+
+def test_other_errors_leave_the_session_alone():
+    assert session_error(wire.Error(code="INVALID_CHANNEL", message="Invalid channel: x"), str) is None
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("https://api.luzia.dev", "wss://api.luzia.dev/v1/ws"),
+        ("http://localhost:8765/", "ws://localhost:8765/v1/ws"),
+        ("ws://127.0.0.1:9000/v1/ws", "ws://127.0.0.1:9000/v1/ws"),
+    ],
+)
+def test_websocket_url_follows_the_sdk_rule(base, url):
+    assert websocket_url(base) == url

@@ -83,7 +83,7 @@ async def test_ping_gets_pong_with_an_iso_ms_timestamp(autojump_clock, emulator,
 
 
 @pytest.mark.parametrize(
-    "frame, code, message",
+    ("frame", "code", "message"),
     [
         ("this is not json", "INVALID_JSON", "Invalid JSON"),
         ('{"channels":["ticker:binance"]}', "INVALID_REQUEST", "Missing required field: type"),
