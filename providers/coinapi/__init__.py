@@ -1,25 +1,10 @@
-"""CoinAPI Market Data WebSocket V1: the upstream adapter, the emulator, and the pure protocol
-pieces (wire Structs, symbol ids, hello filters, normalization, subscription planning) that the
-gateway's CoinAPI-compatible endpoint reuses."""
+"""CoinAPI Market Data WebSocket V1, in the shape every provider package shares.
 
-from providers.coinapi.denormalize import quote_message, trade_message
-from providers.coinapi.emulator import CoinApiEmulator, run_standalone
-from providers.coinapi.filters import Scope, SubscriptionFilter, validate_request
-from providers.coinapi.session import CoinApiAdapter
-from providers.coinapi.symbols import ExchangeMap, SymbolId, SymbolMapper, format_symbol_id, parse_symbol_id
+Pure (no Trio): `wire` (messages both ways), `grammar` (symbol ids, filters), `client` (what to send
+for a wanted set), `server` (one client connection's state machine), `normalize` / `denormalize`
+(wire <-> schemas), `feed` (the emulated market as CoinAPI messages), `streams` (decoded messages ->
+events of the wanted streams), `policy` (the adapter's knobs). Trio shells: `connection` (one
+upstream link), `adapter` (the `providers.base.Source`), `emulator` (the stand-in server).
 
-__all__ = [
-    "CoinApiAdapter",
-    "CoinApiEmulator",
-    "ExchangeMap",
-    "Scope",
-    "SubscriptionFilter",
-    "SymbolId",
-    "SymbolMapper",
-    "format_symbol_id",
-    "parse_symbol_id",
-    "quote_message",
-    "run_standalone",
-    "trade_message",
-    "validate_request",
-]
+Nothing is imported here, so importing a pure module loads no Trio.
+"""

@@ -2,8 +2,8 @@
 (legacy CoinAPI clients pointed at the gateway). The inverse of `normalize` where one exists.
 
 Owns: the field mapping back to CoinAPI's names and conventions (taker sides, "size 0 means
-unknown", 7-digit times). Must never: do I/O, or keep state (sequences are the caller's: CoinAPI
-numbers them per connection and per (type, symbol_id)).
+unknown", 7-digit times). Must never: do I/O, or keep state (sequences are the caller's: a
+`server.Sequencer`).
 
 Where CoinAPI needs a value the event does not have: `time_exchange` falls back to the provider's
 time, then to the gateway's; `time_coinapi` falls back to the gateway's receive time. Tickers have
@@ -14,18 +14,19 @@ clients must accept a new snapshot mid-stream as replacing their book).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Final
 
 from providers.coinapi import wire
-from schemas import Book, Quote, Trade
+from schemas import Book, BookLevel, Quote, Trade
 from schemas.timeutil import format_iso_ns
 
 _TAKER_SIDES: Final = {"buy": "BUY", "sell": "SELL", "unknown": "UNKNOWN"}
 _ZERO: Final = Decimal(0)
 #: Fixed-depth book messages and their depth.
 BOOK_DEPTHS: Final = {"book5": 5, "book20": 20, "book50": 50}
-_BOOK_TOPS: Final = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}
+_BOOK_TOPS: Final[dict[str, type[wire.BookTop]]] = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}
 
 
 def _times(event: Trade | Quote | Book) -> tuple[str, str]:
@@ -63,22 +64,21 @@ def quote_message(event: Quote, symbol_id: str, sequence: int) -> wire.Quote:
     )
 
 
-def _levels(levels, depth: int | None) -> list[wire.BookLevel]:
-    return [wire.BookLevel(level.price, level.size) for level in (levels if depth is None else levels[:depth])]
+def _levels(levels: Sequence[BookLevel], depth: int | None) -> list[wire.BookLevel]:
+    kept = levels if depth is None else levels[:depth]
+    return [wire.BookLevel(level.price, level.size) for level in kept]
 
 
-def book_message(event: Book, kind: str, symbol_id: str, sequence: int) -> wire.Book | wire.Book5 | wire.Book20 | wire.Book50:
+def book_message(event: Book, kind: str, symbol_id: str, sequence: int) -> wire.Book | wire.BookTop:
     """`kind` is `book5`, `book20` or `book50` (the top levels) or `book` (every level, as a snapshot)."""
     exchange_time, coinapi_time = _times(event)
     depth = BOOK_DEPTHS.get(kind)
-    fields = dict(
-        symbol_id=symbol_id,
-        sequence=sequence,
-        time_exchange=exchange_time,
-        time_coinapi=coinapi_time,
-        asks=_levels(event.asks, depth),
-        bids=_levels(event.bids, depth),
-    )
+    asks, bids = _levels(event.asks, depth), _levels(event.bids, depth)
     if depth is None:
-        return wire.Book(is_snapshot=True, **fields)
-    return _BOOK_TOPS[kind](**fields)
+        return wire.Book(
+            symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time,
+            is_snapshot=True, asks=asks, bids=bids,
+        )
+    return _BOOK_TOPS[kind](
+        symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time, asks=asks, bids=bids
+    )

@@ -3,7 +3,9 @@ receive time are passed in.
 
 Owns: field mapping, side mapping, the "0 means unknown" rules, fixed-depth book snapshots
 (`book5/20/50` → `Book`) and the per-symbol ticker builder.
-Must never: invent a value CoinAPI did not send (unknown is None), or go through float.
+Must never: invent a value CoinAPI did not send (unknown is None), go through float, or let a
+non-finite number through (msgspec reads `"NaN"` and `"Infinity"` as Decimals, and no encoder of a
+CoinAPI number can write them): such a message is a `MalformedFrame`.
 
 Ticker: CoinAPI V1 has no ticker message, so `TickerBuilder` derives one per symbol from trades
 (`last`), quotes (`bid`, `ask`) and the `1DAY` OHLCV candle (`open`, `high`, `low`, `volume`).
@@ -19,6 +21,7 @@ from decimal import Context, Decimal
 from typing import Final
 
 from providers.coinapi import wire
+from providers.common.errors import MalformedFrame
 from schemas import Book, BookLevel, Quote, Ticker, Trade
 from schemas.timeutil import NS_PER_S, parse_iso_ns
 
@@ -29,8 +32,15 @@ _PERCENT_STEP: Final = Decimal("0.000001")
 _WIDE: Final = Context(prec=60)  # quantize never fails for lack of precision
 
 
+def _finite(*values: Decimal | None) -> None:
+    for value in values:
+        if value is not None and not value.is_finite():
+            raise MalformedFrame(f"not a finite number: {value}")
+
+
 def to_trade(msg: wire.Trade, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Trade | None:
     """None for a size-0 trade: CoinAPI uses it to mark an index tick, not a trade."""
+    _finite(msg.price, msg.size)
     if msg.size == _ZERO:
         return None
     return Trade(
@@ -54,6 +64,7 @@ def _size(value: Decimal | None) -> Decimal | None:
 
 def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Quote:
     """A size of 0 means CoinAPI does not know it: None."""
+    _finite(msg.bid_price, msg.bid_size, msg.ask_price, msg.ask_size)
     return Quote(
         provider=provider,
         ts_gateway=ts_gateway,
@@ -70,12 +81,12 @@ def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_g
 
 
 def _levels(levels: list[wire.BookLevel]) -> tuple[BookLevel, ...]:
+    for level in levels:
+        _finite(level.price, level.size)
     return tuple(BookLevel(level.price, level.size) for level in levels)
 
 
-def to_book(
-    msg: wire.Book5 | wire.Book20 | wire.Book50, *, provider: str, exchange: str, symbol: str, ts_gateway: int
-) -> Book:
+def to_book(msg: wire.BookTop, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Book:
     """A top-N snapshot is complete for its depth (no deltas): one Book, best levels first, as sent."""
     return Book(
         provider=provider,
@@ -128,6 +139,7 @@ class TickerBuilder:
         start = parse_iso_ns(msg.time_period_start)
         if self._period_start is not None and start < self._period_start:
             return None
+        _finite(msg.price_open, msg.price_high, msg.price_low, msg.volume_traded)
         self._period_start = start
         self.open, self.high, self.low, self.volume = msg.price_open, msg.price_high, msg.price_low, msg.volume_traded
         ts_exchange = parse_iso_ns(msg.time_close) if msg.time_close else None

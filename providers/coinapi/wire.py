@@ -3,9 +3,10 @@
 Owns: the shapes of every server→client and client→server message, one module-level decoder per
 direction, and the encoders (the emulator's output puts `type` last, like the live server).
 Must never: normalize (that is `normalize.py`), do I/O, or reject a frame for fields it does not
-know (no `forbid_unknown_fields`: CoinAPI adds fields). Unknown message *types* are reported as
-`UnknownMessage` so the caller can count and skip them; anything else that does not fit is
-`MalformedFrame`.
+know (no `forbid_unknown_fields`: CoinAPI adds fields). The one convention of every provider
+package (`providers.common.errors`): a decoder *returns* `UnknownMessage` for a well-formed message
+of a type we do not know (count it, skip it) and *raises* `MalformedFrame` for anything else that
+does not fit.
 
 Prices and sizes are `Decimal`: msgspec parses a JSON number into a Decimal from its text, so
 `95495.96` becomes `Decimal('95495.96')` exactly (never via float). Times stay the wire's
@@ -18,6 +19,8 @@ from decimal import Decimal
 from typing import Final
 
 import msgspec
+
+from providers.common.errors import MalformedFrame, UnknownMessage
 
 # ---------------------------------------------------------------------------- server → client
 
@@ -126,9 +129,20 @@ class Error(_ServerMessage, tag="error", kw_only=True, omit_defaults=True):
 
 
 ServerMessage = Trade | Quote | Book | Book5 | Book20 | Book50 | Ohlcv | Hearbeat | Reconnect | Error
-SERVER_TYPES: Final = frozenset(
-    cls.__struct_config__.tag for cls in ServerMessage.__args__  # type: ignore[attr-defined]
+BookTop = Book5 | Book20 | Book50
+_SERVER_CLASSES: Final[tuple[type[ServerMessage], ...]] = (
+    Trade, Quote, Book, Book5, Book20, Book50, Ohlcv, Hearbeat, Reconnect, Error
 )
+
+
+def tag_of(cls: type[msgspec.Struct]) -> str:
+    """A message class's `type` on the wire."""
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+SERVER_TYPES: Final = frozenset(tag_of(cls) for cls in _SERVER_CLASSES)
 
 # ---------------------------------------------------------------------------- client → server
 
@@ -165,18 +179,6 @@ CLIENT_TYPES: Final = frozenset({"hello", "subscribe", "unsubscribe"})
 # ---------------------------------------------------------------------------- codecs
 
 
-class UnknownMessage(Exception):
-    """A well-formed JSON object whose `type` we do not know: count it and skip it."""
-
-    def __init__(self, type_name: str) -> None:
-        super().__init__(f"unknown message type {type_name!r}")
-        self.type_name = type_name
-
-
-class MalformedFrame(Exception):
-    """Not JSON, not an object, or a known type with fields of the wrong shape."""
-
-
 class _Envelope(msgspec.Struct):
     """Only read on the error path, to tell an unknown type from a malformed frame."""
 
@@ -190,30 +192,35 @@ _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _encoder: Final = msgspec.json.Encoder(decimal_format="number")
 
 
-def _classify_failure(frame: bytes | str, error: msgspec.DecodeError, known: frozenset[str]) -> Exception:
+def _unknown_or_malformed(frame: bytes | str, error: msgspec.DecodeError, known: frozenset[str]) -> UnknownMessage:
+    """The `UnknownMessage` of a well-formed object of an unknown type; raises MalformedFrame otherwise."""
     try:
         envelope = _envelope_decoder.decode(frame)
-    except msgspec.DecodeError:
-        return MalformedFrame(str(error))
+    except (msgspec.DecodeError, RecursionError):
+        raise MalformedFrame(str(error)) from None
     if envelope.type is not None and envelope.type not in known:
         return UnknownMessage(envelope.type)
-    return MalformedFrame(str(error))
+    raise MalformedFrame(str(error)) from None
 
 
-def decode_server(frame: bytes | str) -> ServerMessage:
-    """One server frame → its Struct; raises UnknownMessage or MalformedFrame."""
+def decode_server(frame: bytes | str) -> ServerMessage | UnknownMessage:
+    """One server frame → its Struct, or `UnknownMessage`; raises MalformedFrame."""
     try:
         return _server_decoder.decode(frame)
     except msgspec.DecodeError as exc:
-        raise _classify_failure(frame, exc, SERVER_TYPES) from None
+        return _unknown_or_malformed(frame, exc, SERVER_TYPES)
+    except RecursionError:  # msgspec's answer to deeply nested JSON, not a DecodeError
+        raise MalformedFrame("nested too deeply") from None
 
 
-def decode_client(frame: bytes | str) -> ClientMessage:
-    """One client frame → hello/subscribe/unsubscribe; raises UnknownMessage or MalformedFrame."""
+def decode_client(frame: bytes | str) -> ClientMessage | UnknownMessage:
+    """One client frame → hello/subscribe/unsubscribe, or `UnknownMessage`; raises MalformedFrame."""
     try:
         return _client_decoder.decode(frame)
     except msgspec.DecodeError as exc:
-        raise _classify_failure(frame, exc, CLIENT_TYPES) from None
+        return _unknown_or_malformed(frame, exc, CLIENT_TYPES)
+    except RecursionError:
+        raise MalformedFrame("nested too deeply") from None
 
 
 def encode_client(message: ClientMessage) -> str:
@@ -221,11 +228,7 @@ def encode_client(message: ClientMessage) -> str:
     return _encoder.encode(message).decode()
 
 
-def _tag_prefix(cls: type) -> bytes:
-    return b'{"type":"' + cls.__struct_config__.tag.encode() + b'"'
-
-
-_PREFIXES: Final = {cls: _tag_prefix(cls) for cls in ServerMessage.__args__}  # type: ignore[attr-defined]
+_PREFIXES: Final = {cls: b'{"type":"' + tag_of(cls).encode() + b'"' for cls in _SERVER_CLASSES}
 
 
 def encode_server_bytes(message: ServerMessage) -> bytes:

@@ -7,9 +7,11 @@ import random
 
 import pytest
 
-from providers.coinapi import CoinApiAdapter, CoinApiEmulator
-from providers.common.transport import memory_connector
+from providers.coinapi.adapter import CoinApiAdapter
+from providers.coinapi.emulator import CoinApiEmulator
+from providers.coinapi.policy import CoinApiPolicy
 from tests.providers.coinapi.support import KEY, SEED, URL, Recorder, fake_wall_ns
+from tests.support.memory import memory_connector
 
 
 @pytest.fixture
@@ -25,14 +27,15 @@ def emulator() -> CoinApiEmulator:
 
 @pytest.fixture
 def make_adapter(nursery, emulator, recorder):
-    """An adapter wired (by default) to the emulator over memory streams, with a seeded rng."""
+    """An adapter wired (by default) to the emulator over memory streams, with a seeded rng;
+    keyword options are `CoinApiPolicy` fields (no transport pings unless asked)."""
 
-    def make(server=None, **options) -> CoinApiAdapter:
+    def make(server=None, *, api_key: str = KEY, **policy) -> CoinApiAdapter:
         handler = (server or emulator).handle_stream
-        options.setdefault("api_key", KEY)
-        options.setdefault("rng", random.Random(SEED))
-        options.setdefault("clock_ns", fake_wall_ns)
-        options.setdefault("ping_interval", None)
-        return CoinApiAdapter("capi", url=URL, sink=recorder, connector=memory_connector(handler, nursery), **options)
+        policy.setdefault("ping_interval", None)
+        return CoinApiAdapter(
+            "capi", url=URL, api_key=api_key, sink=recorder, policy=CoinApiPolicy(**policy),
+            connector=memory_connector(handler, nursery), rng=random.Random(SEED), clock_ns=fake_wall_ns,
+        )
 
     return make

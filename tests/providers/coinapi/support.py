@@ -9,12 +9,38 @@ from dataclasses import dataclass, field
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
 
+from providers.coinapi import client, wire
+from providers.coinapi.grammar import SymbolMapper
 from schemas import Event, Gap, Quote, Status, Ticker, Trade
+from schemas.streams import StreamKey
 
 KEY = "73034021-0000-0000-0000-000000000000"  # GUID-shaped, like the C# SDK's keys
 SEED = 7
 URL = "ws://coinapi.test/v1/"
 EPOCH_NS = 1_736_873_398_000_000_000  # 2025-01-14T16:49:58Z
+
+
+def set_wanted(adapter, keys) -> None:
+    """Move an adapter's wanted set to `keys` the way the hub does: by the difference."""
+    keys, current = frozenset(keys), frozenset(adapter.wanted)
+    adapter.update_wanted(keys - current, current - keys)
+
+
+def plan_history(history: list[frozenset[StreamKey]], mapper: SymbolMapper) -> tuple[client.Planner, list[wire.ClientMessage]]:
+    """A planner with one connection taken through the wanted sets of `history` (by differences,
+    as the adapter is), and the messages it planned along the way."""
+    planner = client.Planner(mapper)
+    wanted: frozenset[StreamKey] = frozenset()
+    link = planner.attach()
+    messages: list[wire.ClientMessage] = []
+    for target in history:
+        planner.remove(wanted - target)
+        planner.add(target - wanted)
+        wanted = target
+        message = planner.update(link, "k")
+        if message is not None:
+            messages.append(message)
+    return planner, messages
 
 
 def fake_wall_ns() -> int:

@@ -13,13 +13,14 @@ import trio
 import wsproto
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from schemas.streams import StreamKey
-from providers.coinapi import CoinApiEmulator, frames
+from providers.coinapi import feed
+from providers.coinapi.emulator import CoinApiEmulator
 from providers.common.backoff import Backoff
 from providers.common.emulator import FaultScript
 from providers.common.market import Instrument
 from schemas import Status, Trade
-from tests.providers.coinapi.support import CLOSE, EPOCH_NS, KEY, SEED, ScriptedServer, fake_wall_ns, trade_frame
+from schemas.streams import StreamKey
+from tests.providers.coinapi.support import CLOSE, EPOCH_NS, KEY, SEED, ScriptedServer, fake_wall_ns, set_wanted, trade_frame
 
 KRAKEN = StreamKey("trade", "kraken", "BTC/USD")
 BITSTAMP = StreamKey("trade", "bitstamp", "BTC/USD")
@@ -42,7 +43,7 @@ def last_tick(emulator: CoinApiEmulator, exchange: str, symbol: str):
 
 async def test_delivers_exactly_the_wanted_streams(autojump_clock, nursery, emulator, make_adapter, recorder) -> None:
     adapter = make_adapter()
-    adapter.set_wanted({BITSTAMP, StreamKey("quote", "coinbase", "ETH/USD"), StreamKey("ticker", "kraken", "BTC/USD")})
+    set_wanted(adapter, {BITSTAMP, StreamKey("quote", "coinbase", "ETH/USD"), StreamKey("ticker", "kraken", "BTC/USD")})
     await nursery.start(adapter.run)
     await trio.sleep(2.1)  # fake time: market steps at 0, 0.25, ..., 2.0
     (hello,) = emulator.connections[0].messages
@@ -60,7 +61,7 @@ async def test_delivers_exactly_the_wanted_streams(autojump_clock, nursery, emul
     assert [t.ts_gateway for t in recorder.trades] == [wall(0.25 * i) for i in range(9)]
     assert {e.provider for _, e in recorder.items} == {"capi"}
     trade, tick = recorder.trades[-1], last_tick(emulator, "bitstamp", "BTC/USD")
-    assert (trade.price, trade.size, trade.trade_id) == (tick.price, tick.size, frames.trade_uuid(SEED, "BITSTAMP_SPOT_BTC_USD", 9))
+    assert (trade.price, trade.size, trade.trade_id) == (tick.price, tick.size, feed.trade_uuid(SEED, "BITSTAMP_SPOT_BTC_USD", 9))
     ticker, kraken = recorder.tickers[-1], last_tick(emulator, "kraken", "BTC/USD")
     assert (ticker.last, ticker.bid, ticker.ask, ticker.open) == (kraken.price, kraken.bid, kraken.ask, kraken.open_24h)
     assert ticker.change == kraken.price - kraken.open_24h and ticker.quote_volume is None
@@ -73,7 +74,7 @@ async def test_delivers_exactly_the_wanted_streams(autojump_clock, nursery, emul
 
 async def test_an_exchange_wide_stream_subscribes_the_exchange(autojump_clock, nursery, emulator, make_adapter, recorder):
     adapter = make_adapter()
-    adapter.set_wanted({StreamKey("trade", "coinbase", None)})
+    set_wanted(adapter, {StreamKey("trade", "coinbase", None)})
     await nursery.start(adapter.run)
     await trio.sleep(0.1)
     assert emulator.connections[0].messages[0]["subscribe_filter_exchange_id"] == ["COINBASE"]
@@ -85,7 +86,7 @@ async def test_a_drop_reconnects_after_the_jittered_delay_and_resends_everything
 ) -> None:
     emulator.faults.add(FaultScript(drop_after_frames=4))  # trades at 0, .25, .5, .75; dropped at 1.0
     adapter = make_adapter()
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(3)
     first, second = emulator.connections[:2]
@@ -105,7 +106,7 @@ async def test_a_drop_reconnects_after_the_jittered_delay_and_resends_everything
 async def test_backoff_grows_while_the_server_accepts_and_drops(autojump_clock, nursery, emulator, make_adapter) -> None:
     emulator.faults.add(*[FaultScript(drop_after_frames=0)] * 3)  # never a single frame: never healthy
     adapter = make_adapter()
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(20)
     waits = delays(3)  # ceilings 1, 2, 4 s
@@ -117,7 +118,7 @@ async def test_backoff_grows_while_the_server_accepts_and_drops(autojump_clock, 
 async def test_a_mute_connection_is_replaced_after_the_idle_timeout(autojump_clock, nursery, emulator, make_adapter, recorder):
     emulator.faults.add(FaultScript(mute_after_frames=3))  # the last data at 0.5, then no heartbeats either
     adapter = make_adapter(idle_timeout=10.0)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(15)
     assert emulator.connections[0].closed_at == 10.5
@@ -131,7 +132,7 @@ async def test_heartbeats_keep_a_quiet_connection_and_a_silent_stream_goes_stale
 ) -> None:
     doge = StreamKey("trade", "kraken", "DOGE/USD")  # the emulated market has no DOGE yet
     adapter = make_adapter(idle_timeout=10.0, stale_after=5.0)
-    adapter.set_wanted({KRAKEN, doge})
+    set_wanted(adapter, {KRAKEN, doge})
     await nursery.start(adapter.run)
     await trio.sleep(6.9)
     assert recorder.when(Status, state="stale") == [5.0]
@@ -144,7 +145,7 @@ async def test_heartbeats_keep_a_quiet_connection_and_a_silent_stream_goes_stale
     assert (gap.cause, gap.symbol, gap.from_ts, gap.to_ts) == ("stale", "DOGE/USD", wall(0), wall(7.0))
     assert adapter.health().stale_streams == 0
 
-    adapter.set_wanted({doge})  # only DOGE now; then the market loses it again: heartbeats only
+    set_wanted(adapter, {doge})  # only DOGE now; then the market loses it again: heartbeats only
     emulator.instruments.pop()
     await trio.sleep(60)
     assert emulator.stats.connections_opened == 1  # heartbeats count as data: never "mute"
@@ -156,12 +157,12 @@ async def test_a_refused_key_is_reported_and_not_hammered(autojump_clock, nurser
     strict = CoinApiEmulator(rate=4, accepted_keys={"the-good-key"})
     secret = "d2a2f0e4-1111-2222-3333-444455556666"
     adapter = make_adapter(strict, api_key=secret)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(1000)
     assert [c.opened_at for c in strict.connections] == [0.0, 300.0, 600.0, 900.0]
     health = adapter.health()
-    assert (health.state, health.usable, health.last_error) == ("auth_rejected", False, "auth rejected: Invalid API key")
+    assert (health.state, health.usable, health.last_error) == ("auth_rejected", False, "AuthRejected: Invalid API key")  # the reconnect loop's wording
     assert recorder.when(Status, state="rejected") == [0.0, 300.0, 600.0, 900.0]
     assert [s.stream for s in recorder.statuses if s.state == "stale"] == ["trade:kraken:BTC/USD"]  # no data, indeed
     for text in (caplog.text, msgspec.json.encode(health).decode(), repr(adapter), str(recorder.items)):
@@ -182,18 +183,18 @@ async def test_an_upgrade_refused_with_401_is_a_refused_key(autojump_clock, nurs
 
     refuser = Refuser()
     adapter = make_adapter(refuser)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(10)
     assert refuser.attempts == 1 and adapter.health().state == "auth_rejected"
-    assert adapter.health().last_error == "auth rejected: upgrade refused with HTTP 401"
+    assert adapter.health().last_error == "AuthRejected: upgrade refused with HTTP 401"
 
 
 async def test_other_errors_back_off_normally(autojump_clock, nursery, make_adapter, recorder) -> None:
     full = '{"message":"Reached maximum allowed buffered messages for this connection.","type":"error"}'
     server = ScriptedServer([[full, CLOSE], [trade_frame("KRAKEN_SPOT_BTC_USD", 1, "u1")]])
     adapter = make_adapter(server)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(5)
     assert len(server.received) == 2 and [t.trade_id for t in recorder.trades] == ["u1"]
@@ -206,7 +207,7 @@ async def test_reconnect_notice_is_make_before_break(autojump_clock, nursery, ma
     emulator = CoinApiEmulator(rate=4, seed=SEED, clock_ns=fake_wall_ns, reconnect_within_seconds=3)
     emulator.faults.add(FaultScript(shutdown_after_frames=6))  # two trades a step: the notice at 0.75
     adapter = make_adapter(emulator)
-    adapter.set_wanted({KRAKEN, BITSTAMP})
+    set_wanted(adapter, {KRAKEN, BITSTAMP})
     await nursery.start(adapter.run)
     await trio.sleep(5)
     old, new = emulator.connections
@@ -215,7 +216,7 @@ async def test_reconnect_notice_is_make_before_break(autojump_clock, nursery, ma
     for key, symbol_id in ((KRAKEN, "KRAKEN_SPOT_BTC_USD"), (BITSTAMP, "BITSTAMP_SPOT_BTC_USD")):
         trades = [t for t in recorder.trades if t.exchange == key.exchange]
         # Every trade of the market exactly once, in order, across the switch.
-        assert [t.trade_id for t in trades] == [frames.trade_uuid(SEED, symbol_id, n) for n in range(1, len(trades) + 1)]
+        assert [t.trade_id for t in trades] == [feed.trade_uuid(SEED, symbol_id, n) for n in range(1, len(trades) + 1)]
         sequences = [t.sequence for t in trades]
         restart = sequences.index(1, 1)
         assert sequences == list(range(1, restart + 1)) + list(range(1, len(trades) - restart + 1))
@@ -232,7 +233,7 @@ async def test_overlap_duplicates_are_emitted_once(autojump_clock, nursery, make
     new = [0.2, trade_frame(sid, 1, "u2"), quote % 1, trade_frame(sid, 2, "u3"), trade_frame(sid, 3, "u4"), trade_frame(sid, 4, "u5")]
     server = ScriptedServer([old, new])
     adapter = make_adapter(server)
-    adapter.set_wanted({KRAKEN, StreamKey("quote", "kraken", "BTC/USD")})
+    set_wanted(adapter, {KRAKEN, StreamKey("quote", "kraken", "BTC/USD")})
     await nursery.start(adapter.run)
     await trio.sleep(2)
     assert [t.trade_id for t in recorder.trades] == ["u1", "u2", "u3", "u4", "u5"]
@@ -245,7 +246,7 @@ async def test_a_sequence_jump_is_a_gap(autojump_clock, nursery, make_adapter, r
               trade_frame("BITSTAMP_SPOT_BTC_USD", 7, "x"), trade_frame("BITSTAMP_SPOT_BTC_USD", 9, "y"),  # not wanted
               trade_frame("KRAKEN_SPOT_BTC_USD", 5, "c")]
     adapter = make_adapter(ScriptedServer([script]))
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(2)
     (gap,) = recorder.gaps
@@ -264,7 +265,7 @@ async def test_garbage_and_unknown_frames_are_counted_and_skipped(autojump_clock
         trade_frame("KRAKEN_SPOT_BTC_USD", 3, "c"),
     ]
     adapter = make_adapter(ScriptedServer([script]))
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(1)
     health = adapter.health()
@@ -275,7 +276,7 @@ async def test_garbage_and_unknown_frames_are_counted_and_skipped(autojump_clock
 async def test_the_emulators_garbage_fault_is_skipped(autojump_clock, nursery, emulator, make_adapter, recorder) -> None:
     emulator.faults.add(FaultScript(garbage_after_frames=2))
     adapter = make_adapter()
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(1.1)
     assert adapter.health().malformed_frames == 1
@@ -285,18 +286,18 @@ async def test_the_emulators_garbage_fault_is_skipped(autojump_clock, nursery, e
 async def test_a_burst_of_changes_is_coalesced_within_the_rate_limit(autojump_clock, nursery, emulator, make_adapter, recorder):
     adapter = make_adapter()
     symbols = [i.symbol for i in emulator.instruments if i.exchange == "binance"] + ["DOGE/USDT"]
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(1)
     for n in range(100):  # one synchronous burst: one message
-        adapter.set_wanted({KRAKEN} | {StreamKey("trade", "binance", s) for s in symbols[: 1 + n % 3]})
+        set_wanted(adapter, {KRAKEN} | {StreamKey("trade", "binance", s) for s in symbols[: 1 + n % 3]})
     await trio.sleep(1)
     assert len(emulator.connections[0].messages) == 2
     for n in range(60):  # a change every 50 ms for 3 s: many messages, never over the limit
-        adapter.set_wanted({StreamKey("quote" if n % 2 else "trade", "binance", symbols[n % 4]), KRAKEN})
+        set_wanted(adapter, {StreamKey("quote" if n % 2 else "trade", "binance", symbols[n % 4]), KRAKEN})
         await trio.sleep(0.05)
     final = {StreamKey("quote", "binance", "ETH/USDT"), KRAKEN}
-    adapter.set_wanted(final)
+    set_wanted(adapter, final)
     await trio.sleep(30)
     sent = emulator.connections[0].messages
     assert 2 < len(sent) <= 1 + 10 + 10 + 2  # hello, the burst, then at most 10 per 10 s
@@ -316,10 +317,10 @@ async def test_nothing_wanted_means_no_connection(autojump_clock, nursery, emula
     await nursery.start(adapter.run)
     await trio.sleep(100)
     assert emulator.stats.connections_opened == 0 and adapter.health().state == "stopped"
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await trio.sleep(1)
     assert emulator.stats.connections_opened == 1 and adapter.health().state == "connected"
-    adapter.set_wanted(set())
+    set_wanted(adapter, set())
     await trio.sleep(1)
     assert emulator.connections[0].messages[-1] == {
         "type": "unsubscribe", "subscribe_data_type": ["trade"], "subscribe_filter_symbol_id": ["KRAKEN_SPOT_BTC_USD$"]
@@ -353,7 +354,7 @@ class DeafServer:
 async def test_an_unanswered_ping_ends_the_connection(autojump_clock, nursery, make_adapter, recorder) -> None:
     deaf = DeafServer()
     adapter = make_adapter(deaf, ping_interval=5.0, ping_timeout=2.0)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(8)
     assert recorder.when(Status, state="disconnected") == [7.0]  # ping at 5, no pong by 7: cut off at once
@@ -368,7 +369,7 @@ async def test_an_old_connection_closing_before_its_replacement_delivers_is_a_ga
     notice = '{"within_seconds":0,"type":"reconnect"}'
     server = ScriptedServer([[trade_frame(sid, 1, "u1"), notice, CLOSE], [0.5, trade_frame(sid, 1, "u2")]])
     adapter = make_adapter(server)
-    adapter.set_wanted({KRAKEN})
+    set_wanted(adapter, {KRAKEN})
     await nursery.start(adapter.run)
     await trio.sleep(1)
     (gap,) = recorder.gaps

@@ -12,12 +12,17 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from providers.coinapi import frames
-from providers.coinapi.emulator import INVALID_JSON, INVALID_KEY, RATE_LIMITED, CoinApiEmulator, run_standalone
+from providers.coinapi import feed
+from providers.coinapi.emulator import CoinApiEmulator, run_standalone
+from providers.coinapi.server import INVALID_API_KEY as INVALID_KEY
+from providers.coinapi.server import INVALID_MESSAGE as INVALID_JSON
+from providers.coinapi.server import rate_limited
 from providers.common.emulator import FaultScript
 from providers.common.market import Instrument
-from providers.common.transport import memory_connector
 from tests.providers.coinapi.support import KEY, SEED, fake_wall_ns
+from tests.support.memory import memory_connector
+
+RATE_LIMITED = rate_limited(10, 10.0)
 
 HEADER = [(b"X-CoinAPI-Key", KEY.encode())]
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z")
@@ -58,6 +63,10 @@ async def test_every_documented_way_to_pass_the_key(autojump_clock, nursery, pat
     (trade,) = await receive(ws, 1)
     assert trade["type"] == "trade" and trade["symbol_id"] == "BINANCE_SPOT_BTC_USDT"
     assert emulator.connections[0].key_source == source
+
+
+def test_the_rate_limit_text() -> None:
+    assert RATE_LIMITED == "Too many hello/subscribe messages: at most 10 per 10 seconds."
 
 
 async def test_an_unknown_path_is_refused(autojump_clock, nursery, emulator) -> None:
@@ -210,7 +219,7 @@ async def test_overlapping_connections_deliver_the_same_trades(autojump_clock, n
     later_first, later_second = await receive(first, 4), await receive(second, 3)
     # The second connection starts at the market's head: trade 3, which the first also delivers next.
     assert [m["uuid"] for m in later_second] == [m["uuid"] for m in later_first[:3]]
-    expected = [frames.trade_uuid(SEED, "KRAKEN_SPOT_BTC_USD", n) for n in range(1, 7)]
+    expected = [feed.trade_uuid(SEED, "KRAKEN_SPOT_BTC_USD", n) for n in range(1, 7)]
     assert [m["uuid"] for m in early + later_first] == expected
     assert [m["sequence"] for m in later_second] == [1, 2, 3]  # sequences are per connection
 

@@ -8,14 +8,14 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.streams import StreamKey
-from providers.coinapi import frames, plan, wire
-from providers.coinapi.filters import Scope
-from providers.coinapi.symbols import SymbolMapper
+from providers.coinapi import client, feed, wire
+from providers.coinapi.grammar import SymbolMapper
+from providers.coinapi.server import Scope
 from providers.common.emulator import FaultScript
 from providers.common.market import DEFAULT_INSTRUMENTS, Instrument
 from schemas import Book, BookLevel
-from tests.providers.coinapi.support import KEY, ScriptedServer
+from schemas.streams import StreamKey
+from tests.providers.coinapi.support import KEY, ScriptedServer, plan_history, set_wanted
 
 MAPPER = SymbolMapper()
 EVERY_TRADE = StreamKey("trade", None, None)
@@ -23,7 +23,7 @@ EVERY_TRADE = StreamKey("trade", None, None)
 
 async def test_a_stream_of_every_exchange_is_a_hello_without_filters(autojump_clock, nursery, emulator, make_adapter, recorder):
     adapter = make_adapter()
-    adapter.set_wanted({EVERY_TRADE, StreamKey("quote", "kraken", "BTC/USD")})
+    set_wanted(adapter, {EVERY_TRADE, StreamKey("quote", "kraken", "BTC/USD")})
     await nursery.start(adapter.run)
     await trio.sleep(0.6)
     (hello,) = emulator.connections[0].messages
@@ -31,7 +31,7 @@ async def test_a_stream_of_every_exchange_is_a_hello_without_filters(autojump_cl
     assert {(t.exchange, t.symbol) for t in recorder.trades} == {(i.exchange, i.symbol) for i in DEFAULT_INSTRUMENTS}
     assert {(q.exchange, q.symbol) for q in recorder.quotes} == {("kraken", "BTC/USD")}  # the rest is dropped
     assert adapter.health().subscriptions == 1
-    adapter.set_wanted({StreamKey("quote", "kraken", "BTC/USD")})  # no longer everything: a replacing hello
+    set_wanted(adapter, {StreamKey("quote", "kraken", "BTC/USD")})  # no longer everything: a replacing hello
     await trio.sleep(0.2)
     assert emulator.connections[0].messages[-1]["subscribe_filter_symbol_id"] == ["KRAKEN_SPOT_BTC_USD$"]
 
@@ -42,7 +42,7 @@ async def test_a_lost_connection_is_a_gap_per_exchange_of_an_every_exchange_stre
     emulator.instruments = [Instrument("kraken", "BTC/USD"), Instrument("okx", "BTC/USDT")]
     emulator.faults.add(FaultScript(drop_after_frames=4))  # two steps of two trades, then dropped
     adapter = make_adapter()
-    adapter.set_wanted({EVERY_TRADE})
+    set_wanted(adapter, {EVERY_TRADE})
     await nursery.start(adapter.run)
     await trio.sleep(5)
     assert emulator.stats.connections_opened == 2
@@ -54,7 +54,7 @@ async def test_a_lost_connection_is_a_gap_per_exchange_of_an_every_exchange_stre
 async def test_a_book_stream_is_book50_upstream_and_book_events_out(autojump_clock, nursery, emulator, make_adapter, recorder):
     adapter = make_adapter()
     assert "book" in adapter.datatypes
-    adapter.set_wanted({StreamKey("book", "bitstamp", "BTC/USD")})
+    set_wanted(adapter, {StreamKey("book", "bitstamp", "BTC/USD")})
     await nursery.start(adapter.run)
     await trio.sleep(0.6)  # steps at 0, 0.25, 0.5
     (hello,) = emulator.connections[0].messages
@@ -63,7 +63,7 @@ async def test_a_book_stream_is_book50_upstream_and_book_events_out(autojump_clo
     assert [(b.exchange, b.symbol, b.sequence) for b in books] == [("bitstamp", "BTC/USD", n) for n in (1, 2, 3)]
     instrument = Instrument("bitstamp", "BTC/USD")
     tick = emulator.feed.tick(instrument, emulator.feed.head(instrument) - 1, 0)[0]
-    bids, asks = frames.book_levels(tick, 50)
+    bids, asks = feed.book_levels(tick, 50)
     assert books[-1].bids == tuple(BookLevel(level.price, level.size) for level in bids)
     assert books[-1].asks == tuple(BookLevel(level.price, level.size) for level in asks)
     assert len(books[-1].asks) == 50 and books[-1].asks[0].price == tick.ask and books[-1].bids[0].price == tick.bid
@@ -77,7 +77,7 @@ def _book50(sequence: int) -> str:
 
 async def test_a_book_sequence_jump_is_a_book_gap(autojump_clock, nursery, make_adapter, recorder) -> None:
     adapter = make_adapter(ScriptedServer([[_book50(1), _book50(2), 1.0, _book50(6)]]))
-    adapter.set_wanted({StreamKey("book", "kraken", None)})
+    set_wanted(adapter, {StreamKey("book", "kraken", None)})
     await nursery.start(adapter.run)
     await trio.sleep(2)
     (gap,) = recorder.gaps
@@ -110,15 +110,9 @@ def _delivered(messages: list[wire.ClientMessage]) -> set[tuple[str, str]]:
 
 @given(st.lists(st.frozensets(keys, max_size=5), min_size=1, max_size=5))
 def test_planned_messages_reach_the_target_scope_with_every_exchange_streams(history) -> None:
-    sent, messages = None, []
-    for wanted in history:
-        target = plan.scope_for(wanted, MAPPER)
-        message = plan.plan_update(sent, target, "k")
-        if message is not None:
-            messages.append(message)
-            sent = target
-    final = plan.scope_for(history[-1], MAPPER)
-    expected = set() if final.empty else _delivered([plan.hello(final, "k")])
+    planner, messages = plan_history(history, MAPPER)
+    final = planner.target()
+    expected = set() if final.empty else _delivered([client.hello(final, "k")])
     assert _delivered(messages) == expected
     if any(key.exchange is None for key in history[-1]):
         assert final.everything and expected == {(t, s) for t in final.data_types for s in UNIVERSE}

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from providers.coinapi import normalize, wire
-from providers.coinapi.symbols import SymbolMapper
+from providers.coinapi.grammar import SymbolMapper
 from schemas import json_encoder
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "coinapi"

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from providers.coinapi import normalize, wire
 from providers.coinapi.denormalize import quote_message, trade_message
+from providers.common.errors import MalformedFrame, UnknownMessage
 from schemas import Quote, Trade, json_encoder
 from schemas.timeutil import format_iso_ns, parse_iso_ns
 from tests.providers.coinapi.support import trade_frame
@@ -24,13 +25,34 @@ def test_type_may_come_anywhere_in_the_object() -> None:
     assert wire.decode_server(first) == wire.decode_server(trade_frame("X_SPOT_A_B", 1, "u"))
 
 
-def test_unknown_types_and_malformed_frames_are_told_apart() -> None:
-    with pytest.raises(wire.UnknownMessage) as unknown:
-        wire.decode_server('{"rate":1.5,"asset_id_base":"BTC","type":"exrate"}')
-    assert unknown.value.type_name == "exrate"
-    for frame in ['{"type":"trade"', "[1,2]", '{"no":"type"}', '{"type":7}', '{"type":"trade","price":1}', b"\xff"]:
-        with pytest.raises(wire.MalformedFrame):
+def test_unknown_types_are_returned_and_malformed_frames_raised() -> None:
+    """The one convention of every provider package (providers.common.errors)."""
+    unknown = wire.decode_server('{"rate":1.5,"asset_id_base":"BTC","type":"exrate"}')
+    assert unknown == UnknownMessage("exrate") and unknown.type == "exrate"
+    assert wire.decode_client('{"type":"greet"}') == UnknownMessage("greet")
+    deep = "[" * 100_000 + "]" * 100_000
+    for frame in ['{"type":"trade"', "[1,2]", '{"no":"type"}', '{"type":7}', '{"type":"trade","price":1}', b"\xff", deep]:
+        with pytest.raises(MalformedFrame):
             wire.decode_server(frame)
+    for frame in ['{"type":"hello"', "[1,2]", '{"no":"type"}', '{"type":"hello","heartbeat":"yes"}', deep]:
+        with pytest.raises(MalformedFrame):
+            wire.decode_client(frame)
+
+
+@pytest.mark.parametrize("value", ['"NaN"', '"Infinity"', '"-Infinity"'])
+def test_a_number_that_is_not_finite_is_a_malformed_frame(value: str) -> None:
+    """msgspec reads these as Decimals; no encoder of a CoinAPI number could write them back."""
+    trade = wire.decode_server(trade_frame("COINBASE_SPOT_BTC_USD", 1, "u", price=value))
+    with pytest.raises(MalformedFrame):
+        normalize.to_trade(trade, **CONTEXT)
+    quote = wire.decode_server('{"type":"quote","symbol_id":"S","time_exchange":"2025-01-14T16:49:58Z",'
+                               f'"time_coinapi":"2025-01-14T16:49:58Z","bid_price":{value}}}')
+    with pytest.raises(MalformedFrame):
+        normalize.to_quote(quote, **CONTEXT)
+    book = wire.decode_server('{"type":"book5","symbol_id":"S","time_exchange":"2025-01-14T16:49:58Z",'
+                              f'"time_coinapi":"2025-01-14T16:49:58Z","asks":[{{"price":{value},"size":1}}],"bids":[]}}')
+    with pytest.raises(MalformedFrame):
+        normalize.to_book(book, **CONTEXT)
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -1,21 +1,37 @@
-"""CoinAPI symbol ids and exchange ids ↔ the canonical instrument identity.
+"""CoinAPI's grammar: symbol ids, exchange ids and the hello filter lists. Pure.
 
-Owns: the grammar of CoinAPI symbol ids and the canonical ↔ CoinAPI exchange id map.
+Owns: the grammar of CoinAPI symbol ids, the canonical ↔ CoinAPI exchange id map, and which
+symbol ids one message's filter lists select.
 Must never: do I/O, or map anything but a plain SPOT id onto a canonical BASE/QUOTE symbol
 (perpetuals, futures, options and indexes parse, but are different instruments).
 
-Grammar: `{EXCHANGE}_SPOT_{BASE}_{QUOTE}`, `_PERP_{BASE}_{QUOTE}`, `_FTS_{BASE}_{QUOTE}_{YYMMDD}`,
+Symbol ids: `{EXCHANGE}_SPOT_{BASE}_{QUOTE}`, `_PERP_{BASE}_{QUOTE}`, `_FTS_{BASE}_{QUOTE}_{YYMMDD}`,
 `_OPT_{BASE}_{QUOTE}_{YYMMDD}_{STRIKE}_{C|P}`, `_IDX_{ID}`, each optionally followed by
 `_<suffix>` (CoinAPI's disambiguation of duplicate ids). The exchange id is everything before the
 first kind token (`SPOT`, `PERP`, ...), so an exchange id containing `_` still parses; an IDX id
 takes the whole rest (it has no fixed arity, so no suffix can be told apart). A suffixed SPOT id is
 a *different* instrument from the plain one, so it is not mapped to a canonical symbol.
+
+Filters, our reading of the spec where it is terse:
+- `subscribe_filter_symbol_id` items are prefixes; a trailing `$` makes the item an exact id.
+- `subscribe_filter_exchange_id` items select every symbol of that exchange (exact exchange id).
+- `subscribe_filter_asset_id`: an asset (`BTC`) selects symbols whose base or quote it is; a pair
+  (`BTC/USD`) selects symbols with exactly that base and quote (not `USD/BTC`). Indexes have no
+  base/quote, so asset filters never select them.
+- Items inside one list are OR'd, and the lists are a UNION: a symbol is selected if any non-empty
+  list selects it (the documented "all COINBASE and ITBIT symbols and additionally two BITSTAMP/
+  BITFINEX symbols" example; we apply the same union to the asset list).
+- An empty or absent list filters nothing; with no non-empty list at all, EVERY symbol matches.
+- Ids are upper case at CoinAPI, so filter items and ids are compared case-insensitively.
+How filters combine across messages (the scope) is the server's: `server.Scope`.
 """
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
@@ -122,8 +138,9 @@ class ExchangeMap:
         return self._to_canonical.get(exchange_id) or canonical_exchange(exchange_id)
 
 
-#: The mapper caches ids it has seen; beyond this many it starts over (the set of symbols on a
-#: subscription is bounded in practice, this only guards against an unbounded id stream).
+#: Caches (ids the mapper has seen, match results per filter) start over beyond this many entries:
+#: the symbols of a subscription are bounded in practice, this only guards against an unbounded
+#: stream of ids.
 _CACHE_LIMIT: Final = 65_536
 
 
@@ -158,3 +175,114 @@ class SymbolMapper:
             return self.exchanges.to_canonical(sid.exchange), canonical_symbol(f"{sid.base}/{sid.quote}")
         except (SymbolIdError, InstrumentError):
             return None
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+def _upper(items: Iterable[str] | None) -> frozenset[str]:
+    return frozenset(item.upper() for item in items or ())
+
+
+def _exchange_and_assets(symbol_id: str) -> tuple[str, str | None, str | None]:
+    try:
+        sid = parse_symbol_id(symbol_id)
+    except SymbolIdError:
+        return symbol_id.split("_", 1)[0], None, None
+    return sid.exchange, sid.base, sid.quote
+
+
+@dataclass(frozen=True)
+class SubscriptionFilter:
+    """The symbol selection of one message (or of one data type in a scope). Immutable; `matches`
+    is memoized because it runs once per data frame on the hot path."""
+
+    symbol_ids: frozenset[str] = frozenset()  # prefixes; trailing `$`: exact
+    exchange_ids: frozenset[str] = frozenset()
+    asset_ids: frozenset[str] = frozenset()  # `BTC` or `BTC/USD`
+    _cache: dict[str, bool] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    @classmethod
+    def of(
+        cls,
+        symbol_ids: Iterable[str] | None = None,
+        exchange_ids: Iterable[str] | None = None,
+        asset_ids: Iterable[str] | None = None,
+    ) -> SubscriptionFilter:
+        return cls(_upper(symbol_ids), _upper(exchange_ids), _upper(asset_ids))
+
+    @property
+    def everything(self) -> bool:
+        """No list filters anything: every symbol matches."""
+        return not (self.symbol_ids or self.exchange_ids or self.asset_ids)
+
+    def matches(self, symbol_id: str) -> bool:
+        found = self._cache.get(symbol_id)
+        if found is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            found = self._cache[symbol_id] = self.everything or self._selects(symbol_id.upper())
+        return found
+
+    def _selects(self, symbol_id: str) -> bool:
+        if any(_symbol_item_matches(item, symbol_id) for item in self.symbol_ids):
+            return True
+        if not (self.exchange_ids or self.asset_ids):
+            return False
+        exchange, base, quote = _exchange_and_assets(symbol_id)
+        return exchange in self.exchange_ids or any(_asset_item_matches(a, base, quote) for a in self.asset_ids)
+
+    def union(self, other: SubscriptionFilter) -> SubscriptionFilter:
+        if self.everything or other.everything:
+            return SubscriptionFilter()
+        return SubscriptionFilter(
+            self.symbol_ids | other.symbol_ids, self.exchange_ids | other.exchange_ids, self.asset_ids | other.asset_ids
+        )
+
+    def without(self, other: SubscriptionFilter) -> SubscriptionFilter | None:
+        """Remove `other`'s items; None when nothing is left selected (why: `server.Scope`)."""
+        if other.everything:
+            return None
+        if self.everything:
+            return self
+        left = SubscriptionFilter(
+            self.symbol_ids - other.symbol_ids, self.exchange_ids - other.exchange_ids, self.asset_ids - other.asset_ids
+        )
+        return None if left.everything else left
+
+
+def _symbol_item_matches(item: str, symbol_id: str) -> bool:
+    if item.endswith("$"):
+        return symbol_id == item[:-1]
+    return symbol_id.startswith(item)
+
+
+def _asset_item_matches(item: str, base: str | None, quote: str | None) -> bool:
+    if base is None:
+        return False
+    if "/" in item:
+        return item == f"{base}/{quote}"
+    return item in (base, quote)
+
+
+class Unpinned(enum.Enum):
+    """What a symbol id prefix pins when it pins no one exchange."""
+
+    EVERY = "any exchange's ids may start with it"
+    NONE = "no plain SPOT id can start with it"
+
+
+def prefix_exchange(prefix: str) -> str | Unpinned:
+    """The CoinAPI exchange id a symbol id prefix pins, or why it pins none.
+
+    A prefix pins the exchange before its first complete kind token (`A_B_SPOT_` → `A_B`), else its
+    first token (`BITSTAMP_` → `BITSTAMP`): CoinAPI's exchange ids have no `_`, so an exchange whose
+    id has one is reached by its kind-spelling prefixes. A prefix pinning a kind other than SPOT
+    (`BINANCEFTS_PERP_`) selects no plain SPOT id."""
+    complete = prefix.upper().split("_")[:-1]  # the last part may be cut short
+    if not complete:
+        return Unpinned.EVERY
+    for position in range(1, len(complete)):
+        if complete[position] in KINDS:
+            return "_".join(complete[:position]) if complete[position] == "SPOT" else Unpinned.NONE
+    return complete[0]

@@ -1,61 +1,83 @@
-"""Decoded CoinAPI messages → normalized events of the wanted streams, for one adapter.
+"""Decoded CoinAPI messages → normalized events of the wanted streams, for one adapter. Pure.
 
-Owns: the wanted-set filter (CoinAPI's union filters deliver more than we asked for), the ticker
-builders, book snapshots (`book5/20/50` → `Book`), sequence-jump gaps, staleness per wanted stream
-(stale / recovered + gap), and the make-before-break de-duplication of what two overlapping
-connections both deliver. A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like
-any other; its gaps are reported per exchange it has delivered (a `Gap` always names its exchange).
+Owns: the wanted set (changed incrementally: `add` / `remove` cost what they change) and the filter
+by it (CoinAPI's union filters deliver more than we asked for), the ticker builders, book snapshots
+(`book5/20/50` → `Book`), sequence-jump gaps, staleness per wanted stream (stale / recovered +
+gap), and the make-before-break de-duplication of what two overlapping connections both deliver.
+A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like any other; its gaps are
+reported per exchange it has delivered (a `Gap` always names its exchange).
 Must never: do I/O or read a clock (wall ns and Trio seconds are passed in), or block: the sink
 is synchronous.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Final
 
 from providers.base import EventSink
-from schemas.streams import StreamKey
 from providers.coinapi import normalize, wire
-from providers.coinapi.symbols import SymbolMapper
+from providers.coinapi.grammar import SymbolMapper
 from providers.common.liveness import StalenessTracker
 from schemas import Gap, MarketEvent, Status
+from schemas.streams import Stream, StreamKey
 from schemas.timeutil import NS_PER_S
 
 #: After a make-before-break switch, the new connection's repeats of what the old one already
 #: delivered arrive within moments; their keys are kept this long.
 DEDUPE_WINDOW: Final = 10.0
+#: Keys remembered during one overlap; beyond this many the rest may be delivered twice (an
+#: overlap lasts seconds, so this only bounds a pathological burst).
+_DEDUPE_LIMIT: Final = 200_000
+#: Ticker builders kept (one per instrument a ticker stream has seen); beyond, they start over.
+_TICKER_LIMIT: Final = 65_536
 
 Sequences = dict[tuple[str, str], tuple[int, int]]  # (type, symbol_id) → (last sequence, its receive ns)
+Instrument = tuple[str, str]  # canonical (exchange, symbol)
+_Handler = Callable[[Sequences, wire.ServerMessage, int, float], None]
 
 
 class StreamRouter:
     def __init__(self, provider: str, mapper: SymbolMapper, sink: EventSink, stale_after: float) -> None:
         self.provider, self._mapper, self._sink = provider, mapper, sink
         self.tracker = StalenessTracker(stale_after)
-        self.wanted: frozenset[StreamKey] = frozenset()
-        self._tickers: dict[tuple[str, str], normalize.TickerBuilder] = {}
-        self._overlap: set | None = None  # keys delivered while a replacement connects
-        self._dedupe: set | None = None  # ... which the replacement must not deliver again
+        self.wanted: set[StreamKey] = set()
+        self._tickers: dict[Instrument, normalize.TickerBuilder] = {}
+        self._overlap: set[Hashable] | None = None  # keys delivered while a replacement connects
+        self._dedupe: set[Hashable] | None = None  # ... which the replacement must not deliver again
         self._dedupe_until = 0.0
         self._exchanges_seen: dict[str, set[str]] = {}  # data type → exchanges it has delivered
-        self._routes = {
-            wire.Trade: self._trade,
-            wire.Quote: self._quote,
-            wire.Ohlcv: self._ohlcv,
-            wire.Book5: self._book,
-            wire.Book20: self._book,
-            wire.Book50: self._book,
+        self._routes: dict[type, _Handler] = {
+            wire.Trade: self._trade,  # type: ignore[dict-item]
+            wire.Quote: self._quote,  # type: ignore[dict-item]
+            wire.Ohlcv: self._ohlcv,  # type: ignore[dict-item]
+            wire.Book5: self._book,  # type: ignore[dict-item]
+            wire.Book20: self._book,  # type: ignore[dict-item]
+            wire.Book50: self._book,  # type: ignore[dict-item]
         }
 
-    def want(self, wanted: frozenset[StreamKey], now: float | None) -> None:
-        self.wanted = wanted
+    # ------------------------------------------------------------------ the wanted set
+
+    def add(self, keys: Iterable[StreamKey], now: float | None) -> None:
+        """Want `keys` too; their staleness clocks start at `now` (None: not running yet)."""
+        keys = [key for key in keys if key not in self.wanted]
+        self.wanted.update(keys)
         if now is not None:
-            self.tracker.want(wanted, now)
+            self.tracker.add(keys, now)
+
+    def remove(self, keys: Iterable[StreamKey]) -> None:
+        keys = [key for key in keys if key in self.wanted]
+        self.wanted.difference_update(keys)
+        self.tracker.remove(keys)
+
+    def start(self, now: float) -> None:
+        """The adapter runs from `now`: every wanted stream's staleness clock starts."""
+        self.tracker.add(self.wanted, now)
 
     def route(self, sequences: Sequences, message: wire.ServerMessage, now_ns: int, now: float) -> None:
         """Handle one message of the active connection (`sequences` is that connection's).
-        Raises TimestampError for a time that is not one (the caller counts it as malformed)."""
+        Raises TimestampError or MalformedFrame for values that are not what they claim (the
+        caller counts them as malformed)."""
         handler = self._routes.get(type(message))
         if handler is not None:
             handler(sequences, message, now_ns, now)
@@ -75,31 +97,29 @@ class StreamRouter:
     def reset(self) -> None:
         self._overlap = self._dedupe = None
 
-    def _duplicate(self, key: tuple, now: float) -> bool:
+    def _duplicate(self, key: Hashable, now: float) -> bool:
         if self._dedupe is not None:
             if now > self._dedupe_until:
                 self._dedupe = None
             elif key in self._dedupe:
                 self._dedupe.discard(key)
                 return True
-        if self._overlap is not None:
+        if self._overlap is not None and len(self._overlap) < _DEDUPE_LIMIT:
             self._overlap.add(key)
         return False
 
     # ------------------------------------------------------------------ messages
 
-    def _wants(self, datatype: str, exchange: str, symbol: str) -> bool:
+    def _wants(self, datatype: str, instrument: Instrument) -> bool:
         wanted = self.wanted
-        return (
-            StreamKey(datatype, exchange, symbol) in wanted
-            or StreamKey(datatype, exchange, None) in wanted
-            or StreamKey(datatype, None, None) in wanted
-        )
+        return any(key in wanted for key in Stream(datatype, *instrument).covering_keys())
 
-    def _ticker(self, exchange: str, symbol: str) -> normalize.TickerBuilder:
-        builder = self._tickers.get((exchange, symbol))
+    def _ticker(self, instrument: Instrument) -> normalize.TickerBuilder:
+        builder = self._tickers.get(instrument)
         if builder is None:
-            builder = self._tickers[(exchange, symbol)] = normalize.TickerBuilder(self.provider, exchange, symbol)
+            if len(self._tickers) >= _TICKER_LIMIT:
+                self._tickers.clear()
+            builder = self._tickers[instrument] = normalize.TickerBuilder(self.provider, *instrument)
         return builder
 
     def _trade(self, sequences: Sequences, message: wire.Trade, now_ns: int, now: float) -> None:
@@ -107,52 +127,61 @@ class StreamRouter:
         self._check_sequence(sequences, "trade", message.symbol_id, instrument, message.sequence, now_ns)
         if instrument is None or self._duplicate((message.symbol_id, message.uuid, message.time_exchange), now):
             return
-        want_trade, want_ticker = self._wants("trade", *instrument), self._wants("ticker", *instrument)
+        want_trade, want_ticker = self._wants("trade", instrument), self._wants("ticker", instrument)
         if not (want_trade or want_ticker):
             return
-        trade = normalize.to_trade(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        exchange, symbol = instrument
+        trade = normalize.to_trade(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
         if trade is None:
             return
         if want_trade:
             self._emit_market(trade, "trade", now)
         if want_ticker:
-            self._emit_market(self._ticker(*instrument).on_trade(trade), "ticker", now)
+            self._emit_market(self._ticker(instrument).on_trade(trade), "ticker", now)
 
     def _quote(self, sequences: Sequences, message: wire.Quote, now_ns: int, now: float) -> None:
         instrument = self._mapper.instrument(message.symbol_id)
         self._check_sequence(sequences, "quote", message.symbol_id, instrument, message.sequence, now_ns)
         if instrument is None or self._duplicate((message.symbol_id, message.time_exchange, message.time_coinapi), now):
             return
-        want_quote, want_ticker = self._wants("quote", *instrument), self._wants("ticker", *instrument)
+        want_quote, want_ticker = self._wants("quote", instrument), self._wants("ticker", instrument)
         if not (want_quote or want_ticker):
             return
-        quote = normalize.to_quote(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        exchange, symbol = instrument
+        quote = normalize.to_quote(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
         if want_quote:
             self._emit_market(quote, "quote", now)
         if want_ticker:
-            self._emit_market(self._ticker(*instrument).on_quote(quote), "ticker", now)
+            self._emit_market(self._ticker(instrument).on_quote(quote), "ticker", now)
 
-    def _book(self, sequences: Sequences, message: wire.Book5 | wire.Book20 | wire.Book50, now_ns: int, now: float) -> None:
+    def _book(self, sequences: Sequences, message: wire.BookTop, now_ns: int, now: float) -> None:
         instrument = self._mapper.instrument(message.symbol_id)
-        kind = type(message).__struct_config__.tag
+        kind = wire.tag_of(type(message))
         self._check_sequence(sequences, kind, message.symbol_id, instrument, message.sequence, now_ns, datatype="book")
         if instrument is None or self._duplicate((kind, message.symbol_id, message.time_exchange, message.time_coinapi), now):
             return
-        if not self._wants("book", *instrument):
+        if not self._wants("book", instrument):
             return
-        book = normalize.to_book(message, provider=self.provider, exchange=instrument[0], symbol=instrument[1], ts_gateway=now_ns)
+        exchange, symbol = instrument
+        book = normalize.to_book(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
         self._emit_market(book, "book", now)
 
     def _ohlcv(self, sequences: Sequences, message: wire.Ohlcv, now_ns: int, now: float) -> None:
         instrument = self._mapper.instrument(message.symbol_id)
-        if instrument is None or not self._wants("ticker", *instrument):
+        if instrument is None or not self._wants("ticker", instrument):
             return
-        ticker = self._ticker(*instrument).on_ohlcv(message, now_ns)
+        ticker = self._ticker(instrument).on_ohlcv(message, now_ns)
         if ticker is not None:
             self._emit_market(ticker, "ticker", now)
 
     def _check_sequence(
-        self, sequences: Sequences, kind: str, symbol_id: str, instrument, sequence: int | None, now_ns: int,
+        self,
+        sequences: Sequences,
+        kind: str,
+        symbol_id: str,
+        instrument: Instrument | None,
+        sequence: int | None,
+        now_ns: int,
         datatype: str | None = None,
     ) -> None:
         """CoinAPI numbers messages per (type, symbol_id) for the connection's life: a jump is loss.
@@ -162,11 +191,11 @@ class StreamRouter:
         datatype = datatype or kind
         previous = sequences.get((kind, symbol_id))
         sequences[(kind, symbol_id)] = (sequence, now_ns)
-        if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(datatype, *instrument):
+        if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(datatype, instrument):
             return
         self._sink(Gap(
-            provider=self.provider, ts_gateway=now_ns, datatype=datatype, exchange=instrument[0], symbol=instrument[1],
-            from_ts=previous[1], to_ts=now_ns, cause="sequence", missed=sequence - previous[0] - 1,
+            provider=self.provider, ts_gateway=now_ns, datatype=datatype, exchange=instrument[0],  # type: ignore[arg-type]
+            symbol=instrument[1], from_ts=previous[1], to_ts=now_ns, cause="sequence", missed=sequence - previous[0] - 1,
         ))
 
     # ------------------------------------------------------------------ emission, staleness, gaps
@@ -174,11 +203,7 @@ class StreamRouter:
     def _emit_market(self, event: MarketEvent, datatype: str, now: float) -> None:
         """Emit a market event, first reporting the end of a stale period of its stream."""
         self._exchanges_seen.setdefault(datatype, set()).add(event.exchange)
-        for key in (
-            StreamKey(datatype, event.exchange, event.symbol),
-            StreamKey(datatype, event.exchange, None),
-            StreamKey(datatype, None, None),
-        ):
+        for key in Stream(datatype, event.exchange, event.symbol).covering_keys():
             since = self.tracker.seen(key, now)
             if since is not None:
                 self._sink(Status(provider=self.provider, ts_gateway=event.ts_gateway, state="recovered", stream=key.channel()))
@@ -188,8 +213,9 @@ class StreamRouter:
 
     def check_stale(self, now: float, now_ns: int) -> None:
         """Report the wanted streams that have just gone silent for `stale_after` seconds."""
+        reason = f"no data for {self.tracker.stale_after:g} s"
         for key in self.tracker.newly_stale(now):
-            reason = f"no data for {self.tracker.stale_after:g} s"
+            assert isinstance(key, StreamKey)
             self._sink(Status(provider=self.provider, ts_gateway=now_ns, state="stale", stream=key.channel(), reason=reason))
 
     def gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int, cause: str) -> None:
@@ -201,6 +227,6 @@ class StreamRouter:
                 exchanges = [key.exchange]
             for exchange in exchanges:
                 self._sink(Gap(
-                    provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=exchange,
+                    provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=exchange,  # type: ignore[arg-type]
                     symbol=key.symbol, from_ts=from_ns, to_ts=to_ns, cause=cause,  # type: ignore[arg-type]
                 ))

@@ -1,21 +1,27 @@
-"""The emulator's pure core: the shared tick history and CoinAPI frames built from market ticks.
+"""The emulated market as CoinAPI messages: the shared tick history, and one connection's view of
+it. Pure: times are passed in.
 
 Owns: `Feed` (every connection reads the same ticks of an instrument, in the same order, so two
 overlapping connections deliver the same trades with the same uuids, as the real service does),
-trade uuids, quotes, top-N books, full-book snapshot/deltas and OHLCV candles.
-Must never: do I/O, read a clock (times are passed in), or keep per-connection state (that lives
-with the connection in `emulator.py`).
+trade uuids, quotes, top-N books, full-book snapshot/deltas and OHLCV candles, and
+`ConnectionFeed`: what one connection has read of each instrument, its full books and candles,
+numbered by its own `server.Sequencer`.
+Must never: do I/O, read a clock, or decide what a connection is subscribed to (that is its
+`server.Scope`, passed in).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
 from providers.coinapi import wire
+from providers.coinapi.grammar import SymbolMapper
+from providers.coinapi.server import Scope, Sequencer
 from providers.common.market import Instrument, Market, Tick
 from schemas.timeutil import NS_PER_S, format_iso_ns
 
@@ -24,10 +30,14 @@ from schemas.timeutil import NS_PER_S, format_iso_ns
 HISTORY: Final = 4096
 #: CoinAPI's own receive time, this long after the exchange time (a fixed, plausible latency).
 COINAPI_LATENCY_NS: Final = 5_000_000
+#: Seconds between updates of an open OHLCV period.
+OHLCV_EVERY: Final = 5.0
 #: OHLCV periods the emulator produces, with their length in seconds.
 PERIODS: Final = {"1SEC": 1, "1MIN": 60, "5MIN": 300, "1HRS": 3600, "1DAY": 86_400}
 BOOK_DEPTH: Final = 20  # levels of the full `book` stream
 TOP_N: Final = {"book5": 5, "book20": 20, "book50": 50}
+#: The data types the emulator produces one numbered message of per step (ohlcv: see `_candles_of`).
+_NUMBERED: Final = frozenset({"trade", "quote", "book", *TOP_N})
 _NAMESPACE: Final = uuid.UUID("6f1c1b9e-3c1a-4c55-9a59-1d3a2b2f7e10")
 
 
@@ -46,9 +56,17 @@ class _History:
 class Feed:
     """The market's ticks by index, per instrument, generated on first read."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market, mapper: SymbolMapper | None = None) -> None:
         self.market = market
+        self.mapper = mapper or SymbolMapper()
         self._history: dict[Instrument, _History] = {}
+        self._symbol_ids: dict[Instrument, str] = {}
+
+    def symbol_id(self, instrument: Instrument) -> str:
+        found = self._symbol_ids.get(instrument)
+        if found is None:
+            found = self._symbol_ids[instrument] = self.mapper.symbol_id(instrument.exchange, instrument.symbol)
+        return found
 
     def _of(self, instrument: Instrument) -> _History:
         history = self._history.get(instrument)
@@ -130,8 +148,11 @@ def book_levels(tick: Tick, depth: int) -> tuple[list[wire.BookLevel], list[wire
     return bids, asks
 
 
-def book_top(kind: str, tick: Tick, symbol_id: str, sequence: int) -> wire.Book5 | wire.Book20 | wire.Book50:
-    cls = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}[kind]
+_BOOK_TOPS: Final[dict[str, type[wire.BookTop]]] = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}
+
+
+def book_top(kind: str, tick: Tick, symbol_id: str, sequence: int) -> wire.BookTop:
+    cls = _BOOK_TOPS[kind]
     bids, asks = book_levels(tick, TOP_N[kind])
     exchange_time, coinapi_time = _times(tick)
     return cls(
@@ -153,13 +174,13 @@ def book_update(previous: BookState | None, tick: Tick, symbol_id: str, sequence
     bids, asks = book_levels(tick, BOOK_DEPTH)
     state = ({level.price: level.size for level in bids}, {level.price: level.size for level in asks})
     exchange_time, coinapi_time = _times(tick)
-    common = dict(symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time)
-    if previous is None:
-        return wire.Book(is_snapshot=True, asks=asks, bids=bids, **common), state
-    delta = wire.Book(
-        is_snapshot=False, asks=_changes(previous[1], state[1], False), bids=_changes(previous[0], state[0], True), **common
+    if previous is not None:
+        asks, bids = _changes(previous[1], state[1], False), _changes(previous[0], state[0], True)
+    message = wire.Book(
+        symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time,
+        is_snapshot=previous is None, asks=asks, bids=bids,
     )
-    return delta, state
+    return message, state
 
 
 @dataclass
@@ -218,3 +239,71 @@ def candle_update(current: Candle | None, tick: Tick, period_id: str, first_time
     current.volume += tick.size
     current.trades += 1
     return None, current
+
+
+class ConnectionFeed:
+    """One connection's view of the shared `Feed`: where it reads each instrument (a connection
+    subscribing later starts at the head), its full books and candles, and its sequence numbers."""
+
+    def __init__(self, feed: Feed, seed: int, sequencer: Sequencer | None = None) -> None:
+        self.feed, self.seed = feed, seed
+        self.sequencer = sequencer or Sequencer()
+        self._cursors: dict[Instrument, int] = {}
+        self._books: dict[str, BookState] = {}
+        self._candles: dict[tuple[str, str], Candle] = {}
+        self._candle_sent_at: dict[tuple[str, str], float] = {}
+
+    def step(self, instruments: Iterable[Instrument], scope: Scope, now: float, now_ns: int) -> list[wire.ServerMessage]:
+        """One market step of every instrument the scope selects: their messages, in order."""
+        out: list[wire.ServerMessage] = []
+        for instrument in instruments:
+            symbol_id = self.feed.symbol_id(instrument)
+            types = sorted(t for t in scope.data_types if scope.wants(t, symbol_id))
+            if not types:
+                self._cursors.pop(instrument, None)  # a later subscription starts at the head again
+                continue
+            tick = self._next_tick(instrument, now_ns)
+            for kind in types:
+                out.extend(self._messages(kind, instrument, symbol_id, tick, scope, now))
+        return out
+
+    def _next_tick(self, instrument: Instrument, now_ns: int) -> Tick:
+        index = self._cursors.get(instrument)
+        tick, index = self.feed.tick(instrument, self.feed.head(instrument) if index is None else index, now_ns)
+        self._cursors[instrument] = index + 1
+        return tick
+
+    def _messages(
+        self, kind: str, instrument: Instrument, symbol_id: str, tick: Tick, scope: Scope, now: float
+    ) -> list[wire.ServerMessage]:
+        if kind == "ohlcv":
+            return list(self._candles_of(instrument, symbol_id, tick, scope, now))
+        if kind not in _NUMBERED:
+            return []  # exrate, asset, exchange, symbol, book_l3: accepted, never produced
+        sequence = self.sequencer.next(kind, symbol_id)
+        if kind == "trade":
+            return [trade(tick, symbol_id, sequence, self.seed)]
+        if kind == "quote":
+            return [quote(tick, symbol_id, sequence)]
+        if kind in TOP_N:
+            return [book_top(kind, tick, symbol_id, sequence)]
+        update, self._books[symbol_id] = book_update(self._books.get(symbol_id), tick, symbol_id, sequence)
+        return [update]
+
+    def _candles_of(self, instrument: Instrument, symbol_id: str, tick: Tick, scope: Scope, now: float) -> list[wire.Ohlcv]:
+        """A candle when first seen, when its period closes, and every 5 s while it is open."""
+        out: list[wire.Ohlcv] = []
+        first = self.feed.first_time_ns(instrument) or tick.time_ns
+        for period in PERIODS:
+            if not scope.wants_period(period):
+                continue
+            key = (symbol_id, period)
+            closed, current = candle_update(self._candles.get(key), tick, period, first)
+            self._candles[key] = current
+            if closed is not None:
+                out.append(closed.message(symbol_id, self.sequencer.next("ohlcv", symbol_id)))
+            last = self._candle_sent_at.get(key)
+            if closed is not None or last is None or now - last >= OHLCV_EVERY:
+                out.append(current.message(symbol_id, self.sequencer.next("ohlcv", symbol_id)))
+                self._candle_sent_at[key] = now
+        return out

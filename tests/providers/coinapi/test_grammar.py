@@ -1,4 +1,5 @@
-"""Symbol id grammar (round trips, rejections) and the canonical ↔ CoinAPI mapping."""
+"""CoinAPI's grammar: symbol ids (round trips, rejections), the canonical ↔ CoinAPI mapping, filter
+matching against an obviously-correct reference, and what a symbol id prefix pins."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.coinapi.symbols import (
+from providers.coinapi import wire
+from providers.coinapi.grammar import (
     KINDS,
     ExchangeMap,
+    SubscriptionFilter,
     SymbolId,
     SymbolIdError,
     SymbolMapper,
+    Unpinned,
     format_symbol_id,
     parse_symbol_id,
+    prefix_exchange,
 )
+from providers.coinapi.server import request_filter
 
 token = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=8).filter(lambda t: t not in KINDS)
 exchange = st.lists(token, min_size=1, max_size=2).map("_".join)  # an id with `_` must parse too
@@ -118,3 +124,87 @@ def test_mapper_round_trips_canonical_spot_symbols(base: str, quote: str, exchan
     mapper = SymbolMapper()
     symbol_id = mapper.symbol_id(exchange_name, f"{base}/{quote}")
     assert mapper.instrument(symbol_id) == (exchange_name, f"{base}/{quote}")
+
+
+# ---------------------------------------------------------------------------- filters
+
+EXCHANGES = ["BINANCE", "BINANCEFTS", "COINBASE", "BITSTAMP"]
+ASSETS = ["BTC", "USD", "USDT", "ETH"]
+SYMBOL_IDS = sorted(
+    {f"{ex}_SPOT_{b}_{q}" for ex in EXCHANGES for b in ASSETS for q in ASSETS if b != q}
+    | {"BINANCEFTS_PERP_BTC_USDT", "BITSTAMP_SPOT_BTC_USD_2", "COINBASE_IDX_BTC", "BITMEX_FTS_BTC_USD_250328"}
+)
+
+
+def reference_matches(symbol_id: str, symbols: list[str], exchanges: list[str], assets: list[str]) -> bool:
+    """The spec read literally: union of the non-empty lists; nothing given → everything."""
+    if not (symbols or exchanges or assets):
+        return True
+    parts = symbol_id.split("_")
+    exchange_id = parts[0]
+    base_quote = (parts[2], parts[3]) if parts[1] != "IDX" else None
+    for item in symbols:
+        if item.endswith("$") and symbol_id == item[:-1]:
+            return True
+        if not item.endswith("$") and symbol_id.startswith(item):
+            return True
+    if exchange_id in exchanges:
+        return True
+    for item in assets:
+        if base_quote is None:
+            continue
+        if "/" in item and item == f"{base_quote[0]}/{base_quote[1]}":
+            return True
+        if "/" not in item and item in base_quote:
+            return True
+    return False
+
+
+prefixes = st.sampled_from(SYMBOL_IDS).flatmap(
+    lambda sid: st.sampled_from([sid[:n] for n in range(len(sid) + 1)] + [sid + "$", sid[:-1] + "$"])
+)
+pairs = st.tuples(st.sampled_from(ASSETS), st.sampled_from(ASSETS)).map("/".join)
+filter_lists = st.tuples(
+    st.lists(prefixes, max_size=3),
+    st.lists(st.sampled_from(EXCHANGES + ["KRAKEN"]), max_size=2),
+    st.lists(st.sampled_from(ASSETS) | pairs, max_size=2),
+)
+
+
+@given(filter_lists, st.sampled_from(SYMBOL_IDS))
+def test_matching_agrees_with_the_reference(lists, symbol_id: str) -> None:
+    symbols, exchanges, assets = lists
+    selection = SubscriptionFilter.of(symbols, exchanges, assets)
+    assert selection.matches(symbol_id) == reference_matches(symbol_id, symbols, exchanges, assets)
+    assert selection.matches(symbol_id) == reference_matches(symbol_id, symbols, exchanges, assets)  # memoized
+
+
+def test_documented_union_example() -> None:
+    """"all symbols from COINBASE and ITBIT and additionally two BITSTAMP/BITFINEX symbols"."""
+    hello = wire.Hello(
+        subscribe_data_type=["trade"],
+        subscribe_filter_exchange_id=["COINBASE", "ITBIT"],
+        subscribe_filter_symbol_id=["BITSTAMP_SPOT_BTC_USD$", "BITFINEX_SPOT_BTC_LTC$"],
+    )
+    selection = request_filter(hello)
+    assert selection.matches("COINBASE_SPOT_ETH_USD") and selection.matches("ITBIT_SPOT_BTC_USD")
+    assert selection.matches("BITSTAMP_SPOT_BTC_USD") and selection.matches("BITFINEX_SPOT_BTC_LTC")
+    assert not selection.matches("BITSTAMP_SPOT_ETH_USD")
+    assert not selection.matches("BITSTAMP_SPOT_BTC_USD_2")  # `$` is exact, not a prefix
+
+
+def test_prefix_exact_exchange_and_asset_items() -> None:
+    assert SubscriptionFilter.of(["BITSTAMP_SPOT_BTC_USD"]).matches("BITSTAMP_SPOT_BTC_USD_2")
+    assert not SubscriptionFilter.of(["BITSTAMP_SPOT_BTC_USD$"]).matches("BITSTAMP_SPOT_BTC_USDT")
+    assert not SubscriptionFilter.of(exchange_ids=["BINANCE"]).matches("BINANCEFTS_PERP_BTC_USDT")
+    assert SubscriptionFilter.of(asset_ids=["BTC/USD"]).matches("KRAKEN_SPOT_BTC_USD")
+    assert not SubscriptionFilter.of(asset_ids=["USD/BTC"]).matches("KRAKEN_SPOT_BTC_USD")
+    assert SubscriptionFilter.of(asset_ids=["usd"]).matches("KRAKEN_SPOT_BTC_USD")  # case-insensitive
+    assert SubscriptionFilter.of([], [], []).matches("ANYTHING_SPOT_A_B")  # empty lists filter nothing
+
+
+def test_what_a_symbol_id_prefix_pins() -> None:
+    assert prefix_exchange("A_B_SPOT_BTC") == "A_B" and prefix_exchange("BITSTAMP_SP") == "BITSTAMP"
+    assert prefix_exchange("BIT") is Unpinned.EVERY and prefix_exchange("") is Unpinned.EVERY
+    assert prefix_exchange("BINANCEFTS_PERP_") is Unpinned.NONE
+    assert prefix_exchange("bitstamp_spot_") == "BITSTAMP"

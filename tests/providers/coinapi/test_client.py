@@ -1,0 +1,159 @@
+"""The client side: wanted streams → upstream scope, kept incrementally; the one message that
+moves a connection's server there (checked against the server's own scope model); pure additions
+as a `subscribe` of just what was added."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from providers.coinapi import client, wire
+from providers.coinapi.grammar import SymbolMapper
+from providers.coinapi.server import Scope
+from schemas.streams import StreamKey
+from tests.providers.coinapi.support import plan_history
+
+MAPPER = SymbolMapper()
+SYMBOLS = [("binance", "BTC/USDT"), ("binance", "ETH/USDT"), ("okx", "BTC/USDT"), ("coinbase", "BTC/USD")]
+UNIVERSE = [MAPPER.symbol_id(ex, sym) for ex, sym in SYMBOLS] + ["BINANCE_SPOT_SOL_USDT", "KRAKEN_SPOT_BTC_USD"]
+keys = st.builds(
+    lambda datatype, pick, wide: StreamKey(datatype, SYMBOLS[pick][0], None if wide else SYMBOLS[pick][1]),
+    st.sampled_from(["trade", "quote", "ticker"]),
+    st.integers(0, len(SYMBOLS) - 1),
+    st.booleans(),
+)
+wanted_sets = st.frozensets(keys, max_size=6)
+
+
+def _planner(*wanted: StreamKey) -> client.Planner:
+    planner = client.Planner(MAPPER)
+    planner.add(wanted)
+    return planner
+
+
+def test_the_target_maps_streams_to_exact_symbols_and_exchanges() -> None:
+    scope = _planner(
+        StreamKey("trade", "okx", "BTC/USDT"),
+        StreamKey("ticker", "coinbase", "BTC/USD"),
+        StreamKey("quote", "binance", None),
+        StreamKey("trade", "binance", "ETH/USDT"),  # covered by the exchange-wide stream
+        StreamKey("funding", "kraken", "BTC/USD"),  # not a data type this adapter serves
+        StreamKey("trade", "okx", "not a symbol"),
+    ).target()
+    assert scope.data_types == {"trade", "quote", "ohlcv"}
+    assert scope.symbol_ids == {"OKEX_SPOT_BTC_USDT$", "COINBASE_SPOT_BTC_USD$"}
+    assert scope.exchange_ids == {"BINANCE"}
+    assert scope.period_ids == {"1DAY"}
+    assert scope.entries == 3
+
+
+def test_a_hello_carries_key_heartbeat_and_every_filter() -> None:
+    message = client.hello(_planner(StreamKey("ticker", "binance", "BTC/USDT")).target(), "k")
+    assert message == wire.Hello(
+        apikey="k",
+        heartbeat=True,
+        subscribe_data_type=["ohlcv", "quote", "trade"],
+        subscribe_filter_symbol_id=["BINANCE_SPOT_BTC_USDT$"],
+        subscribe_filter_period_id=["1DAY"],
+    )
+
+
+def _server_scope(messages: list[wire.ClientMessage]) -> Scope:
+    scope = Scope()
+    for message in messages:
+        scope = scope.apply(message)
+    return scope
+
+
+def _delivered(scope: Scope) -> set[tuple[str, str]]:
+    return {(t, s) for t in ("trade", "quote", "ohlcv") for s in UNIVERSE if scope.wants(t, s)}
+
+
+@given(st.lists(wanted_sets, min_size=1, max_size=5))
+def test_planned_messages_leave_the_server_with_exactly_the_target_scope(history: list[frozenset]) -> None:
+    """Whatever sequence of wanted sets (applied by differences), the messages planned along the
+    way leave the (server module's model of the) server delivering exactly what a fresh hello of
+    the last target would."""
+    planner, messages = plan_history(history, MAPPER)
+    assert not any(isinstance(m, wire.Hello) and not m.subscribe_data_type for m in messages)
+    final = planner.target()
+    expected = set() if final.empty else _delivered(_server_scope([client.hello(final, "k")]))
+    assert _delivered(_server_scope(messages)) == expected
+
+
+def test_pure_additions_subscribe_just_the_added_and_emptying_unsubscribes() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    btc, okx = StreamKey("trade", "binance", "BTC/USDT"), StreamKey("trade", "okx", "BTC/USDT")
+    planner.add({btc})
+    assert isinstance(planner.update(link, "k"), wire.Hello)
+    assert not planner.pending(link) and planner.update(link, "k") is None
+    planner.add({okx})
+    assert planner.pending(link)
+    assert planner.update(link, "k") == wire.Subscribe(
+        heartbeat=True, subscribe_data_type=["trade"], subscribe_filter_symbol_id=["OKEX_SPOT_BTC_USDT$"]
+    )
+    planner.add({StreamKey("trade", "binance", None)})  # the exchange: its symbols are redundant, not removed
+    assert planner.update(link, "k") == wire.Subscribe(
+        heartbeat=True, subscribe_data_type=["trade"], subscribe_filter_exchange_id=["BINANCE"]
+    )
+    assert link.entries == 3
+    planner.remove({btc})  # under the exchange filter the server has: nothing to do
+    assert planner.update(link, "k") is None
+    planner.remove({okx})  # a removal the server would notice: replace the scope
+    message = planner.update(link, "k")
+    assert isinstance(message, wire.Hello) and message.subscribe_filter_exchange_id == ["BINANCE"]
+    assert message.subscribe_filter_symbol_id is None and link.entries == 1
+    planner.remove({StreamKey("trade", "binance", None)})
+    assert planner.update(link, "k") == wire.Unsubscribe(subscribe_data_type=["trade"], subscribe_filter_exchange_id=["BINANCE"])
+    assert planner.update(link, "k") is None and link.entries == 0
+
+
+def test_an_addition_and_its_removal_before_anything_is_sent_cost_no_message() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey("trade", "binance", "BTC/USDT")})
+    planner.update(link, "k")
+    eth = StreamKey("trade", "binance", "ETH/USDT")
+    planner.add({eth})
+    planner.remove({eth})
+    assert planner.update(link, "k") is None
+
+
+def test_a_new_data_type_replaces_the_scope() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey("trade", "binance", "BTC/USDT")})
+    planner.update(link, "k")
+    planner.add({StreamKey("quote", "okx", "BTC/USDT")})
+    message = planner.update(link, "k")
+    assert isinstance(message, wire.Hello) and message.subscribe_data_type == ["quote", "trade"]
+
+
+def test_each_connection_is_brought_up_to_date_on_its_own() -> None:
+    planner = client.Planner(MAPPER)
+    old = planner.attach()
+    planner.add({StreamKey("trade", "binance", "BTC/USDT")})
+    planner.update(old, "k")
+    new = planner.attach()  # a make-before-break replacement
+    planner.add({StreamKey("trade", "okx", "BTC/USDT")})
+    assert isinstance(planner.update(new, "k"), wire.Hello)  # the full scope, as a fresh server needs
+    assert isinstance(planner.update(old, "k"), wire.Subscribe)  # only what it lacks
+    planner.detach(old)
+    planner.add({StreamKey("trade", "coinbase", "BTC/USD")})
+    assert planner.update(new, "k") == wire.Subscribe(
+        heartbeat=True, subscribe_data_type=["trade"], subscribe_filter_symbol_id=["COINBASE_SPOT_BTC_USD$"]
+    )
+
+
+def test_one_change_among_many_wanted_costs_state_proportional_to_it() -> None:
+    """The work of one added key is bounded by what it adds: a pending `subscribe` of one filter,
+    never a rebuilt scope (the lead's bench script times it; here the state says it)."""
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey("trade", "binance", f"C{i}/USDT") for i in range(10_000)})
+    planner.update(link, "k")
+    planner.add({StreamKey("trade", "binance", "NEW/USDT")})
+    assert link.added_symbols == {"BINANCE_SPOT_NEW_USDT$"} and not link.replace
+    message = planner.update(link, "k")
+    assert isinstance(message, wire.Subscribe) and message.subscribe_filter_symbol_id == ["BINANCE_SPOT_NEW_USDT$"]
