@@ -25,6 +25,7 @@ before `run` too (it only records the change and wakes the sender).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -236,7 +237,8 @@ class CoinApiAdapter:
     # ------------------------------------------------------------------ subscription updates
 
     async def _wait_for_limiter(self) -> None:
-        while (delay := self._limiter.delay(trio.current_time())) > 0:
+        # A time, not an event, ends the wait; the delay is re-read because the window slides.
+        while (delay := self._limiter.delay(trio.current_time())) > 0:  # noqa: ASYNC110
             await trio.sleep(delay)
 
     async def _send_first(self, link: Connection) -> None:
@@ -251,10 +253,8 @@ class CoinApiAdapter:
         while True:
             await self._send_needed.wait()
             await trio.sleep(COALESCE_SECONDS)
-            try:
+            with contextlib.suppress(TransportError):  # the connection's reader reports it
                 await self._bring_up_to_date()
-            except TransportError:
-                pass  # the connection's reader reports it
 
     async def _bring_up_to_date(self) -> None:
         while (link := self._active) is not None and self._planner.pending(link.scope):

@@ -56,7 +56,7 @@ class SymbolId(NamedTuple):
     expiry: str | None = None  # YYMMDD (FTS, OPT)
     strike: str | None = None  # OPT
     option_type: str | None = None  # C | P
-    index: str | None = None  # IDX
+    index_id: str | None = None  # IDX (not `index`: a tuple has that method)
     suffix: str | None = None  # the disambiguating tail, without its leading `_`
 
     def __str__(self) -> str:
@@ -87,7 +87,7 @@ def parse_symbol_id(text: str) -> SymbolId:
     if kind == "IDX":
         if not rest:
             raise SymbolIdError(f"index id missing in {text!r}")
-        return SymbolId(exchange, kind, index="_".join(rest))
+        return SymbolId(exchange, kind, index_id="_".join(rest))
     arity = _ARITY[kind]
     if len(rest) < arity:
         raise SymbolIdError(f"{kind} id needs {arity} parts after the kind: {text!r}")
@@ -100,7 +100,7 @@ def parse_symbol_id(text: str) -> SymbolId:
 def format_symbol_id(sid: SymbolId) -> str:
     """The inverse of `parse_symbol_id`."""
     if sid.kind == "IDX":
-        return f"{sid.exchange}_IDX_{sid.index}"
+        return f"{sid.exchange}_IDX_{sid.index_id}"
     parts = [sid.exchange, sid.kind, sid.base, sid.quote]
     parts += [p for p in (sid.expiry, sid.strike, sid.option_type, sid.suffix) if p is not None]
     return "_".join(parts)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from providers.base import EventSink
 from providers.coinapi import normalize, wire
 from providers.coinapi.grammar import SymbolMapper
 from providers.common.liveness import StalenessTracker
-from schemas import Gap, MarketEvent, Status
+from schemas import Book, Gap, Quote, Status, Ticker, Trade
 from schemas.streams import Stream, StreamKey
 from schemas.timeutil import NS_PER_S
 
@@ -194,13 +194,13 @@ class StreamRouter:
         if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(datatype, instrument):
             return
         self._sink(Gap(
-            provider=self.provider, ts_gateway=now_ns, datatype=datatype, exchange=instrument[0],  # type: ignore[arg-type]
+            provider=self.provider, ts_gateway=now_ns, datatype=datatype, exchange=instrument[0],
             symbol=instrument[1], from_ts=previous[1], to_ts=now_ns, cause="sequence", missed=sequence - previous[0] - 1,
         ))
 
     # ------------------------------------------------------------------ emission, staleness, gaps
 
-    def _emit_market(self, event: MarketEvent, datatype: str, now: float) -> None:
+    def _emit_market(self, event: Trade | Quote | Ticker | Book, datatype: str, now: float) -> None:
         """Emit a market event, first reporting the end of a stale period of its stream."""
         self._exchanges_seen.setdefault(datatype, set()).add(event.exchange)
         for key in Stream(datatype, event.exchange, event.symbol).covering_keys():
@@ -227,6 +227,6 @@ class StreamRouter:
                 exchanges = [key.exchange]
             for exchange in exchanges:
                 self._sink(Gap(
-                    provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=exchange,  # type: ignore[arg-type]
+                    provider=self.provider, ts_gateway=to_ns, datatype=key.datatype, exchange=exchange,
                     symbol=key.symbol, from_ts=from_ns, to_ts=to_ns, cause=cause,  # type: ignore[arg-type]
                 ))

@@ -177,7 +177,7 @@ async def test_frames_shapes_times_and_sequences(autojump_clock, nursery) -> Non
     await ws.send_message(hello(subscribe_data_type=types, subscribe_filter_symbol_id=["BITSTAMP_SPOT_BTC_USD$", "KRAKEN_SPOT_BTC_USD$"]))
     raw = [await ws.get_message() for _ in range(200)]
     messages = [json.loads(r) for r in raw]
-    assert all(r.endswith(f',"type":"{m["type"]}"}}') for r, m in zip(raw, messages))  # type last, compact
+    assert all(r.endswith(f',"type":"{m["type"]}"}}') for r, m in zip(raw, messages, strict=True))  # type last, compact
     sequences: dict[tuple[str, str], list[int]] = {}
     for m in messages:
         sequences.setdefault((m["type"], m["symbol_id"]), []).append(m["sequence"])
@@ -277,9 +277,13 @@ async def test_fault_reconnect_notice_then_close_within_seconds(autojump_clock, 
     assert json.loads(raw[2]) == {"type": "reconnect", "within_seconds": 3, "before_time": "2025-01-14T16:50:01.5000000Z"}
     assert trio.current_time() == 0.5
     with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            assert json.loads(await ws.get_message())["type"] == "trade"  # data goes on until then
+        await _trades_until_closed(ws)  # data goes on until then
     assert closed.value.reason.code == 1000 and trio.current_time() == 3.5
+
+
+async def _trades_until_closed(ws) -> None:
+    while True:
+        assert json.loads(await ws.get_message())["type"] == "trade"
 
 
 async def test_instruments_can_be_added_while_running(autojump_clock, nursery, emulator) -> None:

@@ -36,7 +36,7 @@ def symbol_ids(draw) -> SymbolId:
     kind = draw(st.sampled_from(sorted(KINDS)))
     ex = draw(exchange)
     if kind == "IDX":
-        return SymbolId(ex, kind, index=draw(st.lists(token, min_size=1, max_size=3).map("_".join)))
+        return SymbolId(ex, kind, index_id=draw(st.lists(token, min_size=1, max_size=3).map("_".join)))
     base, quote, tail = draw(token), draw(token), draw(suffix)
     if kind in ("SPOT", "PERP"):
         return SymbolId(ex, kind, base, quote, suffix=tail)
@@ -60,7 +60,7 @@ def test_generated_ids_round_trip(sid: SymbolId) -> None:
         ("BINANCEFTS_PERP_ETH_USDT", SymbolId("BINANCEFTS", "PERP", "ETH", "USDT")),
         ("BITMEX_FTS_BTC_USD_250328", SymbolId("BITMEX", "FTS", "BTC", "USD", "250328")),
         ("DERIBIT_OPT_BTC_USD_250328_100000_C", SymbolId("DERIBIT", "OPT", "BTC", "USD", "250328", "100000", "C")),
-        ("BITMEX_IDX_BXBT", SymbolId("BITMEX", "IDX", index="BXBT")),
+        ("BITMEX_IDX_BXBT", SymbolId("BITMEX", "IDX", index_id="BXBT")),
     ],
 )
 def test_documented_shapes_parse(text: str, expected: SymbolId) -> None:
@@ -166,7 +166,7 @@ prefixes = st.sampled_from(SYMBOL_IDS).flatmap(
 pairs = st.tuples(st.sampled_from(ASSETS), st.sampled_from(ASSETS)).map("/".join)
 filter_lists = st.tuples(
     st.lists(prefixes, max_size=3),
-    st.lists(st.sampled_from(EXCHANGES + ["KRAKEN"]), max_size=2),
+    st.lists(st.sampled_from([*EXCHANGES, "KRAKEN"]), max_size=2),
     st.lists(st.sampled_from(ASSETS) | pairs, max_size=2),
 )
 

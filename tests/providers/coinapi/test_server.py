@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from providers.coinapi import server, wire
-from tests.providers.coinapi.test_grammar import reference_matches
 from providers.coinapi.server import (
     DATA_TYPE_REQUIRED,
     INVALID_API_KEY,
@@ -33,6 +32,7 @@ from providers.coinapi.server import (
     upgrade_key,
     validate,
 )
+from tests.providers.coinapi.test_grammar import reference_matches
 
 GUID = "73034021-0000-0000-0000-000000000000"
 
@@ -328,11 +328,11 @@ class ServerMachine(RuleBasedStateMachine):
                 elif everything or not any(mine):
                     self.filters[t] = [set(), set(), set()]
                 else:
-                    self.filters[t] = [a | b for a, b in zip(mine, lists)]
+                    self.filters[t] = [a | b for a, b in zip(mine, lists, strict=True)]
             elif mine is not None and everything:
                 del self.filters[t]
             elif mine is not None and any(mine):
-                left = [a - b for a, b in zip(mine, lists)]
+                left = [a - b for a, b in zip(mine, lists, strict=True)]
                 if any(left):
                     self.filters[t] = left
                 else:
