@@ -4,18 +4,19 @@ An app written for Luzia changes only its base URL (`http://localhost:8765` → 
 `ws://localhost:8765/v1/ws`) and keeps working, whichever provider `[routes] ticker` names: the
 hub hands the session normalized tickers and `LuziaCodec` shows them in Luzia's exact shape.
 
-The session follows Luzia's protocol, and the Luzia emulator's choices where the docs are silent:
-- Upgrade: with local keys configured, no `Authorization: Bearer` key is HTTP 401 (JSON body); a
-  wrong key, or more than `max_connections` connections, is accepted, answered with one
-  `CONNECTION_REJECTED` error and closed with 1008. Otherwise `connected` with the configured tier
-  name and `limits.maxSubscriptions`.
-- Every channel of a (un)subscribe gets exactly one answer, in order, echoing the channel as the
-  client spelled it: `subscribed`, or `INVALID_CHANNEL` (malformed, or no provider is routed for
-  tickers) or `SUBSCRIPTION_LIMIT`. `BTC/USDT` and `BTC-USDT` are one channel (counted once).
-- Shutdown: `SERVER_SHUTDOWN`, then a close with 1001.
-- Luzia has no gap message. Tickers are latest-wins (a lagging client gets the newest ticker of
-  each symbol, never a stale queue), so nothing a ticker client needs is ever dropped, and an
-  upstream gap is healed by the next ticker, which carries the full state.
+A shell over `providers.luzia.server`, the protocol the Luzia emulator speaks too: every rule and
+every word of it is there. What this shell decides:
+- the terms: the configured tier name, `max_subscriptions` per connection, `max_connections`
+  local connections in all; the keys: the gateway's local keys, any token form, required only when
+  configured (a missing one is HTTP 401 with Luzia's REST error body);
+- which channels exist: every well-formed one, while some provider is routed for tickers;
+- what a subscription means: the session subscribes the channel's stream in the hub, after its
+  `subscribed` reply is queued, so the confirmation precedes the stream's first ticker.
+Luzia has no gap or status message, and its errors only ever answer a request (clients pair each
+answer with the channel they sent, in order), so a stream a provider refused later is not reported
+here: it simply carries no data, as a quiet symbol would. Tickers are latest-wins (a lagging client
+gets the newest ticker of each symbol, never a stale queue), so nothing a ticker client needs is
+ever dropped, and an upstream gap is healed by the next ticker, which carries the full state.
 Never: blocks in `on_message` (the hub is synchronous), or writes to the socket (the peer does).
 """
 
@@ -23,57 +24,80 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
+from typing import Final
 
+import msgspec
 import trio
 
-from gateway.context import GatewayContext, bearer_token
-from gateway.dialects.luzia_proto import (
-    SHUTDOWN_MESSAGE,
-    LuziaCodec,
-    RequestError,
-    connected_frame,
-    error_frame,
-    parse_request,
-    pong_frame,
-    subscribed_frame,
-    unsubscribed_frame,
-)
+from gateway.context import GatewayContext
 from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
+from gateway.hub import CodecSubscriber, Frames, Hub
 from gateway.outbox import DroppedWindow
 from gateway.server import HttpRequest, HttpResponse
+from gateway.wsframe import text_frame
 from gateway.wspeer import WebSocketPeer
+from providers.luzia import denormalize, wire
+from providers.luzia.grammar import Channel, TierLimits
+from providers.luzia.server import Access, Output, ServerConnection, Terms
+from schemas import Event, Gap, Status, Ticker
 from schemas.streams import StreamKey
-from providers.luzia import wire
-from providers.luzia.channels import ChannelError, parse_channel
 
-WEBSOCKET_PATH = "/v1/ws"
+WEBSOCKET_PATH: Final = "/v1/ws"
+
+
+class LuziaCodec:
+    """Tickers as Luzia ticker frames, nothing else. Pure: the hub frames each event once for
+    every Luzia client."""
+
+    name = "luzia"
+
+    def frame(self, event: Event) -> bytes | None:
+        if type(event) is not Ticker:
+            return None
+        return _frame(denormalize.ticker_message(event))
+
+
+class RoutedCatalog:
+    """Which Luzia channels exist here: every one, while some provider is routed for tickers."""
+
+    detail = "no provider serves tickers on this gateway"
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def has(self, channel: Channel) -> bool:
+        return self._hub.routed("ticker")
+
+
+def _frame(message: msgspec.Struct) -> bytes:
+    return text_frame(wire.encoder.encode(message))
 
 
 class LuziaEndpoint:
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.ctx = ctx
-        self.config = ctx.config.endpoints.luzia
+        self.config = config = ctx.config.endpoints.luzia
+        self.clock_ns = clock_ns
         self.codec = LuziaCodec()
+        self.terms = Terms(config.tier, TierLimits(config.max_connections, config.max_subscriptions))
+        self.access = Access(ctx.key_ok, key_form=None, key_required=ctx.local_keys is not None)
+        self.catalog = RoutedCatalog(ctx.hub)
         # Weak, so a session whose upgrade failed before it ever ran does not hold a slot forever.
         self.sessions: weakref.WeakSet[LuziaSession] = weakref.WeakSet()
-        self.watches = TickerWatches(ctx.hub, max_streams=self.config.max_subscriptions)
-        self.rest = LuziaRest(ctx, self.watches, self.codec.exchanges)
+        self.watches = TickerWatches(ctx.hub, max_streams=config.max_subscriptions)
+        self.rest = LuziaRest(ctx, self.watches)
 
     def serves_websocket(self, path: str) -> bool:
         return path.rstrip("/") == WEBSOCKET_PATH
 
     def open_session(self, peer: WebSocketPeer, request: HttpRequest) -> LuziaSession | HttpResponse:
-        key = bearer_token(request)
-        if self.ctx.local_keys is not None and key is None:
-            return error_response(401, "Missing or invalid API key")
-        session = LuziaSession(self, peer)
-        if not self.ctx.key_ok(key):
-            session.reject("Invalid API key")
-        elif len(self.sessions) >= self.config.max_connections:
-            session.reject(f"Connection limit exceeded (max {self.config.max_connections} for {self.config.tier} tier)")
-        else:
-            self.sessions.add(session)
-            session.start()
+        conn = ServerConnection(self.terms, self.access, self.catalog)
+        refusal = conn.upgrade(request.path, request.headers.get("authorization"))
+        if refusal is not None:
+            return error_response(refusal.status, refusal.message)
+        session = LuziaSession(self, peer, conn)
+        session.open(connections=len(self.sessions))
         return session
 
     async def http(self, request: HttpRequest) -> HttpResponse | None:
@@ -84,92 +108,57 @@ class LuziaEndpoint:
         await self.watches.run(task_status=task_status)
 
 
-class LuziaSession:
-    def __init__(self, endpoint: LuziaEndpoint, peer: WebSocketPeer) -> None:
-        self.endpoint = endpoint
+class LuziaSession(CodecSubscriber):
+    """One `/v1/ws` client: its protocol state is a `ServerConnection`; this applies what it says
+    (replies into the outbox, subscriptions into the hub, the close to the peer)."""
+
+    def __init__(self, endpoint: LuziaEndpoint, peer: WebSocketPeer, conn: ServerConnection) -> None:
+        self.endpoint, self.peer, self.conn = endpoint, peer, conn
         self.hub = endpoint.ctx.hub
-        self.peer = peer
         self.outbox = peer.outbox
         self.codec = endpoint.codec
-        self.accepts = None  # every event of a subscribed stream is for this client
-        self.limit = endpoint.config.max_subscriptions
-        self.channels: dict[str, StreamKey] = {}  # canonical channel → stream
-        self.open = False
 
-    def start(self) -> None:
-        self.open = True
-        self.outbox.put_control(connected_frame(self.endpoint.config.tier, self.limit))
-
-    def reject(self, reason: str) -> None:
-        self.outbox.put_control(error_frame("CONNECTION_REJECTED", reason))
-        self.peer.close(1008, "connection rejected")
+    def open(self, *, connections: int) -> None:
+        opening = self.conn.open(connections=connections)
+        if opening.close is None:
+            self.endpoint.sessions.add(self)
+        self._apply(opening)
 
     def on_message(self, message: str | bytes) -> None:
-        with self.hub.batch():  # one re-plan for all the streams this changes
-            self._on_message(message)
+        self._apply(self.conn.receive(message, self.endpoint.clock_ns()))
 
-    def _on_message(self, message: str | bytes) -> None:
-        if not self.open:
-            return
-        try:
-            request = parse_request(message)
-        except RequestError as exc:
-            self.outbox.put_control(error_frame(exc.code, str(exc)))
-            return
-        if type(request) is wire.Ping:
-            self.outbox.put_control(pong_frame(time.time_ns()))
-        elif type(request) is wire.Subscribe:
-            for channel in request.channels:
-                self._subscribe(channel)
-        else:
-            for channel in request.channels:
-                self._unsubscribe(channel)
+    def _apply(self, out: Output) -> None:
+        for reply in out.replies:  # first: a `subscribed` precedes the stream's first ticker
+            self.outbox.put_control(_frame(reply))
+        self._release(out.removed)
+        if out.added:
+            with self.hub.batch():  # all the streams of one request: one update per source
+                for channel in out.added:
+                    self.hub.subscribe(self, _stream_key(channel))
+        if out.close is not None:
+            self.peer.close(out.close.code, out.close.reason or "")
 
-    def _subscribe(self, raw: str) -> None:
-        try:
-            channel = parse_channel(raw)
-        except ChannelError:
-            self.outbox.put_control(error_frame("INVALID_CHANNEL", f"Invalid channel: {raw}"))
-            return
-        if not self.hub.routed("ticker"):
-            message = f"Invalid channel: {raw} (no provider serves tickers on this gateway)"
-            self.outbox.put_control(error_frame("INVALID_CHANNEL", message))
-            return
-        name = str(channel)
-        if name not in self.channels and len(self.channels) >= self.limit:
-            message = f"Subscription limit exceeded (max {self.limit} for {self.endpoint.config.tier} tier)"
-            self.outbox.put_control(error_frame("SUBSCRIPTION_LIMIT", message))
-            return
-        # Reply before subscribing, so the confirmation precedes the stream's first ticker.
-        self.outbox.put_control(subscribed_frame(raw))
-        if name not in self.channels:
-            self.channels[name] = key = StreamKey("ticker", channel.exchange, channel.symbol)
-            self.hub.subscribe(self, key)
+    def _release(self, channels: list[Channel]) -> None:
+        if channels:
+            with self.hub.batch():
+                for channel in channels:
+                    self.hub.unsubscribe(self, _stream_key(channel))
 
-    def _unsubscribe(self, raw: str) -> None:
-        try:
-            channel = parse_channel(raw)
-        except ChannelError:
-            self.outbox.put_control(error_frame("INVALID_CHANNEL", f"Invalid channel: {raw}"))
-            return
-        key = self.channels.pop(str(channel), None)
-        if key is not None:
-            self.hub.unsubscribe(self, key)
-        self.outbox.put_control(unsubscribed_frame(raw))
+    def notify(self, event: Status | Gap, frames: Frames) -> None:
+        """Luzia has no status or gap message (see the module header): nothing to tell."""
 
     def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]:
         return []  # tickers are conflated, never dropped: there is no window to report
 
     def goodbye_frames(self) -> list[bytes]:
-        return [error_frame("SERVER_SHUTDOWN", SHUTDOWN_MESSAGE)] if self.open else []
+        goodbye = self.conn.shutdown()  # the peer sends the close frame itself
+        self._release(goodbye.removed)
+        return [_frame(reply) for reply in goodbye.replies]
 
     def on_close(self) -> None:
-        with self.hub.batch():  # one re-plan for all the streams this changes
-            self._on_close()
-
-    def _on_close(self) -> None:
-        self.open = False
-        for key in self.channels.values():
-            self.hub.unsubscribe(self, key)
-        self.channels.clear()
+        self._release(self.conn.closed())
         self.endpoint.sessions.discard(self)
+
+
+def _stream_key(channel: Channel) -> StreamKey:
+    return StreamKey("ticker", channel.exchange, channel.symbol)

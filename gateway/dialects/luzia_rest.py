@@ -1,12 +1,14 @@
 """Luzia's REST ticker paths, served from the gateway's latest values.
 
-`TickerWatches` is the REST side's one hub subscriber. A request for a stream subscribes it (the
-hub starts the upstream subscription if nobody had) and waits briefly for the first value; the
-subscription then stays `keepalive` seconds after the stream's last request, so an app polling
-every few seconds costs one upstream subscription, and is released after that, with its cached
-values, so a value is only ever served while its stream is live. At most `max_streams` streams are
-watched at once (beyond: 429 with Retry-After): a client walking through symbols cannot grow the
-gateway's upstream subscriptions or memory without bound.
+`TickerWatches` is the REST side's demand and cache: a hub `Tap` (it sees every routed ticker and
+control event, and keeps those of the streams it watches) plus `hub.hold` / `hub.release` for the
+demand. A request for a stream holds it (the hub starts the upstream subscription if nobody had)
+and waits briefly for the first value; the hold then stays `keepalive` seconds after the stream's
+last request, so an app polling every few seconds costs one upstream subscription, and is released
+after that, with its cached values, so a value is only ever served while its stream is live. At
+most `max_streams` streams are watched at once (beyond: 429 with Retry-After): a client walking
+through symbols cannot grow the gateway's upstream subscriptions or memory without bound. The
+exchanges tickers came from (`/v1/exchanges`) are collected by the same tap.
 Never: serves a value it did not receive (an unknown or not-yet-seen symbol is a 404 with Luzia's
 JSON error body), or lets a request wait longer than the configured `rest_wait_seconds`.
 
@@ -30,15 +32,14 @@ from typing import Final
 import trio
 
 from gateway.context import GatewayContext, bearer_token
-from gateway.dialects.luzia_proto import ticker_data
 from gateway.hub import Hub
-from gateway.outbox import Outbox
 from gateway.server import HttpRequest, HttpResponse
-from schemas.streams import StreamKey
 from providers.luzia import wire
+from providers.luzia.denormalize import ticker_data
 from schemas import Event, Status, Ticker
-from schemas.channels import ChannelError, parse_channel
+from schemas.channels import ChannelError
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+from schemas.streams import StreamKey
 
 #: A REST-started subscription lives this long after its stream's last request.
 REST_KEEPALIVE_SECONDS: Final = 60.0
@@ -47,6 +48,8 @@ DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 50
 #: Symbols one `/v1/tickers?symbols=` request may name (each may start a subscription).
 MAX_SYMBOLS: Final = 100
+#: Exchanges `/v1/exchanges` remembers: far more than exist, a bound all the same.
+MAX_EXCHANGES: Final = 1000
 
 Instrument = tuple[str, str]  # (exchange, symbol)
 
@@ -57,59 +60,51 @@ class TooManyWatches(Exception):
         self.retry_after = retry_after
 
 
-class _NoFrames:
-    """The watcher's codec: REST clients get no frames. Sees the control events of its streams,
-    so a stream a provider refused ends the wait for it at once."""
-
-    name = "luzia-rest"
-
-    def __init__(self, watches: TickerWatches) -> None:
-        self._watches = watches
-
-    def frame(self, event: Event) -> None:
-        if type(event) is Status and event.state == "rejected" and event.stream:
-            self._watches.refused(event.stream, event.reason or "refused by the provider")
-        return None
-
-
 class TickerWatches:
-    """The hub subscriber behind the REST paths: watched streams, their latest tickers, expiry."""
+    """The tap and the holds behind the REST paths: watched streams, their latest tickers, expiry."""
 
     def __init__(self, hub: Hub, *, keepalive: float = REST_KEEPALIVE_SECONDS, max_streams: int = 500) -> None:
         self.hub = hub
         self.keepalive = keepalive
         self.max_streams = max_streams
-        self.outbox = Outbox(limit=1)  # never written: `accepts` takes every market event first
-        self.codec = _NoFrames(self)
-        self.accepts = self._take
         self.latest: dict[Instrument, Ticker] = {}
+        self.exchanges: set[str] = set()  # where routed tickers have come from
         self._expiry: dict[StreamKey, float] = {}  # in order of expiry (a touch moves a key last)
         self._refusals: dict[StreamKey, str] = {}
         self._waiters: dict[tuple[str, str | None], trio.Event] = {}
         self._first_watch = trio.Event()
+        hub.add_tap(self)
 
     def __len__(self) -> int:
         return len(self._expiry)
 
-    # ----- the hub's side: every market event of a watched stream comes through here -----
+    # ----- the hub's side: every routed event comes through here; must be cheap --------------
 
-    def _take(self, event: Event) -> bool:
+    def on_event(self, event: Event) -> None:
         if type(event) is Ticker:
-            self.latest[(event.exchange, event.symbol)] = event
-            for key in ((event.exchange, event.symbol), (event.exchange, None)):
-                waiter = self._waiters.pop(key, None)
-                if waiter is not None:
-                    waiter.set()
-        return False  # nothing to frame or queue for this subscriber
+            self._ticker(event)
+        elif type(event) is Status and event.state == "rejected" and event.stream:
+            self.refused(event.stream, event.reason or "refused by the provider")
+
+    def _ticker(self, event: Ticker) -> None:
+        if len(self.exchanges) < MAX_EXCHANGES:
+            self.exchanges.add(event.exchange)
+        if not self._covered((event.exchange, event.symbol)):
+            return  # not watched: another client's stream
+        self.latest[(event.exchange, event.symbol)] = event
+        for key in ((event.exchange, event.symbol), (event.exchange, None)):
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None:
+                waiter.set()
 
     def refused(self, stream: str, reason: str) -> None:
         try:
-            key = StreamKey(*parse_channel(stream))
+            key = StreamKey.parse(stream)
         except ChannelError:
             return
         if key in self._expiry:
             self._refusals[key] = reason
-            waiter = self._waiters.pop((key.exchange, key.symbol), None)
+            waiter = self._waiters.pop(_spot(key), None)
             if waiter is not None:
                 waiter.set()
 
@@ -126,15 +121,16 @@ class TickerWatches:
         for key in keys:
             self._expiry.pop(key, None)
             self._expiry[key] = now + self.keepalive
-        for key in new:
-            self.hub.subscribe(self, key)
+        with self.hub.batch():
+            for key in new:
+                self.hub.hold(key)
         if new:
             self._first_watch.set()
 
     def lookup(self, key: StreamKey) -> list[Ticker]:
         """What is known for a stream: its ticker, or every ticker of its exchange, by symbol."""
         if key.symbol is not None:
-            found = self.latest.get((key.exchange, key.symbol))
+            found = self.latest.get((key.exchange or "", key.symbol))
             return [found] if found is not None else []
         return sorted((t for (ex, _), t in self.latest.items() if ex == key.exchange), key=lambda t: t.symbol)
 
@@ -150,23 +146,32 @@ class TickerWatches:
         with trio.move_on_at(deadline):
             for key in keys:
                 while not self._priced(key) and key not in self._refusals and key in self._expiry:
-                    waiter = self._waiters.setdefault((key.exchange, key.symbol), trio.Event())
+                    waiter = self._waiters.setdefault(_spot(key), trio.Event())
                     await waiter.wait()
 
     # ----- expiry -----------------------------------------------------------------------
 
     def release_expired(self, now: float) -> None:
         released = []
-        while self._expiry:
-            key, expiry = next(iter(self._expiry.items()))
-            if expiry > now:
-                break
-            del self._expiry[key]
-            self._refusals.pop(key, None)
-            self.hub.unsubscribe(self, key)
-            released.append(key)
-        if released:
-            self.latest = {i: t for i, t in self.latest.items() if self._covered(i)}
+        with self.hub.batch():
+            while self._expiry:
+                key, expiry = next(iter(self._expiry.items()))
+                if expiry > now:
+                    break
+                del self._expiry[key]
+                self._refusals.pop(key, None)
+                self.hub.release(key)
+                released.append(key)
+        for key in released:  # their values go with them: nothing stale is ever served
+            for instrument in self._instruments_of(key):
+                if not self._covered(instrument):
+                    del self.latest[instrument]
+
+    def _instruments_of(self, key: StreamKey) -> list[Instrument]:
+        if key.symbol is not None:
+            instrument = (key.exchange or "", key.symbol)
+            return [instrument] if instrument in self.latest else []
+        return [i for i in self.latest if i[0] == key.exchange]
 
     def _covered(self, instrument: Instrument) -> bool:
         exchange, symbol = instrument
@@ -183,6 +188,11 @@ class TickerWatches:
                 continue
             await trio.sleep_until(next(iter(self._expiry.values())))
             self.release_expired(trio.current_time())
+
+
+def _spot(key: StreamKey) -> tuple[str, str | None]:
+    """A watched key's (exchange, symbol): REST keys always name their exchange."""
+    return key.exchange or "", key.symbol
 
 
 # ----- HTTP ----------------------------------------------------------------------------------
@@ -244,10 +254,9 @@ def page(tickers: list[Ticker], limit: int, offset: int) -> HttpResponse:
 class LuziaRest:
     """The REST routes of the Luzia endpoint."""
 
-    def __init__(self, ctx: GatewayContext, watches: TickerWatches, exchanges_seen: set[str]) -> None:
+    def __init__(self, ctx: GatewayContext, watches: TickerWatches) -> None:
         self.ctx = ctx
         self.watches = watches
-        self.exchanges_seen = exchanges_seen
         self.wait = ctx.config.endpoints.luzia.rest_wait_seconds
 
     async def handle(self, request: HttpRequest) -> HttpResponse | None:
@@ -278,7 +287,7 @@ class LuziaRest:
     def exchanges(self) -> HttpResponse:
         """The exchanges tickers have come from so far (Luzia's exchange object; the gateway knows
         no display name or website, so `name` is the id and `websiteUrl` null)."""
-        seen = sorted(self.exchanges_seen | {ex for ex, _ in self.watches.latest})
+        seen = sorted(self.watches.exchanges)
         return ok({"exchanges": [{"id": ex, "name": ex, "status": "operational", "websiteUrl": None} for ex in seen]})
 
     def _unrouted(self) -> HttpResponse | None:

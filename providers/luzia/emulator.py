@@ -18,6 +18,7 @@ What the shell adds to `server`:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -41,6 +42,7 @@ DEFAULT_PATH: Final = "/v1/ws"
 #: A client that opens TCP but never sends its upgrade request is dropped after this long.
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 1.0
+CANCELLED_CLOSE_PATIENCE: Final = 0.05
 #: One frame that is not JSON, for the `garbage_after_frames` fault.
 GARBAGE_FRAME: Final = '{"type":"ticker","exchange":"binance","symbol":'
 _GONE: Final = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -280,8 +282,11 @@ def _authorization(request: WebSocketRequest) -> str | None:
 
 
 async def _close(ws: WebSocketConnection, code: int, reason: str | None) -> None:
-    """A close handshake, bounded and shielded: a client that never answers must not hang us."""
-    with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+    """A close handshake, bounded and shielded: a client that never answers must not hang us.
+    When we are being cancelled (the emulator stops), the reader that would take the reply is
+    cancelled too: the close frame gets a moment to leave, and nobody waits for an answer."""
+    cancelled = trio.current_effective_deadline() == -math.inf
+    with trio.move_on_after(CANCELLED_CLOSE_PATIENCE if cancelled else CLOSE_TIMEOUT, shield=True):
         await ws.aclose(code, reason)
 
 

@@ -1,5 +1,6 @@
-"""Helpers for the Luzia-endpoint tests: a gateway config with both providers emulated, a raw
-HTTP/1.1 GET over loopback, and JSON WebSocket helpers."""
+"""Helpers for the Luzia-endpoint tests: a gateway config with both providers emulated, the whole
+gateway over memory streams (fake time), a JSON GET over it or over loopback, and JSON WebSocket
+helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 
 import trio
 
-HANG_GUARD = 30  # seconds; a hang guard for a loaded 2-core CI box, never a speed assertion
+from gateway.config import parse
+from tests.support.gateway import MemoryGateway, start_memory_gateway
+
+HANG_GUARD = 30  # seconds (fake ones, mostly); a hang guard, never a speed assertion
 
 _CONFIG = """
 {server}
@@ -42,8 +46,20 @@ def config_text(route: str | None = "luzia", *, max_subscriptions=3, max_connect
     )
 
 
+async def start(nursery, route: str | None = "luzia", environ: dict[str, str] | None = None, **options) -> MemoryGateway:
+    """A whole gateway over memory streams (run it under `autojump_clock`)."""
+    return await start_memory_gateway(nursery, parse(config_text(route, **options)), environ=environ)
+
+
+async def get(gateway: MemoryGateway, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+    """(status, lower-case headers, decoded JSON body) of one GET over memory streams."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()).encode()
+    status, fields, body = await gateway.http(path, extra)
+    return status, fields, json.loads(body)
+
+
 async def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
-    """(status, lower-case headers, decoded JSON body) of one GET on its own connection."""
+    """(status, lower-case headers, decoded JSON body) of one GET on its own loopback connection."""
     lines = [f"GET {path} HTTP/1.1", "host: 127.0.0.1", "connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     stream = await trio.open_tcp_stream("127.0.0.1", port)

@@ -1,5 +1,7 @@
-"""Luzia's REST ticker paths on the gateway's port: each path and its errors over real loopback with
-emulated providers, the SDK's base-URL switch, and the REST watches' keep-alive under fake time."""
+"""Luzia's REST ticker paths on the gateway's port: each path and its errors against a whole gateway
+with emulated providers over memory streams (fake time), the SDK's base-URL switch over real
+loopback (this endpoint's one real-socket test, REST and WebSocket), and the REST watches' tap,
+holds and keep-alive under fake time."""
 
 from __future__ import annotations
 
@@ -17,33 +19,34 @@ from gateway.config import parse
 from gateway.dialects.luzia import LuziaEndpoint
 from gateway.dialects.luzia_rest import TickerWatches, TooManyWatches
 from gateway.hub import Hub
+from schemas import Quote, Status, Ticker
 from schemas.streams import StreamKey
-from schemas import Status, Ticker
 from tests.gateway.fakes import FakeAdapter
-from tests.gateway.luzia_support import HANG_GUARD, config_text, http_get, receive, send
+from tests.gateway.luzia_support import HANG_GUARD, config_text, get, http_get, receive, send
+from tests.gateway.luzia_support import start as start_memory
 
 UUIDISH = re.compile(r"[0-9a-f-]{36}")
 BTC = StreamKey("ticker", "binance", "BTC/USDT")
 
 
 @pytest.fixture
-async def start(nursery):
-    """Starts gateways; afterwards releases their REST watches so that upstream connections close
-    politely before teardown cancels everything (which would cost each a close timeout)."""
+async def start(autojump_clock, nursery):
+    """Starts gateways over memory streams; afterwards releases their REST watches, and checks that
+    the upstream subscriptions they held are gone with them."""
     gateways = []
 
     async def start_gateway(route="luzia", environ=None, **options):
-        config = parse(config_text(route, **options))
-        gateways.append(await nursery.start(partial(run_gateway, config, port=0, environ=environ)))
+        gateways.append(await start_memory(nursery, route, environ, **options))
         return gateways[-1]
 
     yield start_gateway
     for gateway in gateways:
         (endpoint,) = [e for e in gateway.server.app.endpoints if isinstance(e, LuziaEndpoint)]
         endpoint.watches.release_expired(math.inf)
-        luzia = gateway.emulators["luzia"]
+        assert not gateway.hub.demand()
+        luzia = gateway.gateway.emulators["luzia"]
         with trio.fail_after(HANG_GUARD):
-            await luzia.stats.wait_for(lambda: luzia.stats.connections_open == 0)
+            await luzia.stats.wait_for(lambda luzia=luzia: luzia.stats.connections_open == 0)
 
 
 def _luzia_error(body: dict, reason: str) -> None:
@@ -57,48 +60,43 @@ async def test_a_ticker_nobody_watched_is_subscribed_and_served_when_its_first_v
     gateway = await start(route)
     assert not gateway.hub.demand()
     with trio.fail_after(HANG_GUARD):
-        status, headers, body = await http_get(gateway.port, "/v1/ticker/binance/BTC-USDT")
+        status, headers, body = await get(gateway, "/v1/ticker/binance/BTC-USDT")
     assert status == 200 and headers["content-type"] == "application/json"
     assert (body["symbol"], body["exchange"]) == ("BTC/USDT", "binance")
     assert body["last"] is not None and body["close"] == body["last"]
-    assert gateway.hub.subscriber_count(BTC) == 1  # kept for the next request: one upstream subscription
+    assert gateway.hub.demand() == {BTC}  # held for the next request: one upstream subscription
     if route == "luzia":
-        assert set(gateway.emulators["luzia"].active_channels()) == {"ticker:binance:BTC/USDT"}
+        assert set(gateway.gateway.emulators["luzia"].active_channels()) == {"ticker:binance:BTC/USDT"}
     with trio.fail_after(HANG_GUARD):
-        again = await http_get(gateway.port, "/v1/ticker/BINANCE/btc-usdt")
-    assert again[0] == 200 and gateway.hub.subscriber_count(BTC) == 1
+        again = await get(gateway, "/v1/ticker/BINANCE/btc-usdt")
+    assert again[0] == 200 and gateway.hub.demand() == {BTC}
 
 
 async def test_ticker_lists_by_exchange_and_by_symbols_paginate(start):
     gateway = await start()
     with trio.fail_after(HANG_GUARD):
-        status, _, body = await http_get(gateway.port, "/v1/tickers?exchange=binance&symbols=SOL-USDT,BTC-USDT,SOL/USDT")
+        status, _, body = await get(gateway, "/v1/tickers?exchange=binance&symbols=SOL-USDT,BTC-USDT,SOL/USDT")
         assert status == 200
         assert [t["symbol"] for t in body["tickers"]] == ["SOL/USDT", "BTC/USDT"]  # as asked, once each
         assert (body["total"], body["limit"], body["offset"]) == (2, 20, 0)
-        _, _, page = await http_get(gateway.port, "/v1/tickers?exchange=binance&symbols=SOL-USDT,BTC-USDT&limit=1&offset=1")
+        _, _, page = await get(gateway, "/v1/tickers?exchange=binance&symbols=SOL-USDT,BTC-USDT&limit=1&offset=1")
         assert ([t["symbol"] for t in page["tickers"]], page["total"], page["limit"], page["offset"]) == (["BTC/USDT"], 2, 1, 1)
-        status, _, wide = await http_get(gateway.port, "/v1/tickers/binance?limit=500")
+        status, _, wide = await get(gateway, "/v1/tickers/binance?limit=500")
         assert status == 200 and wide["limit"] == 50  # Luzia's maximum page
         assert wide["tickers"] and {t["exchange"] for t in wide["tickers"]} == {"binance"}
         symbols = [t["symbol"] for t in wide["tickers"]]
         assert symbols == sorted(symbols) and wide["total"] == len(symbols)
-        _, _, cached = await http_get(gateway.port, "/v1/tickers?symbols=BTC-USDT")  # no exchange: what is watched
+        _, _, cached = await get(gateway, "/v1/tickers?symbols=BTC-USDT")  # no exchange: what is watched
         assert [(t["exchange"], t["symbol"]) for t in cached["tickers"]] == [("binance", "BTC/USDT")]
-        _, _, exchanges = await http_get(gateway.port, "/v1/exchanges")
+        _, _, exchanges = await get(gateway, "/v1/exchanges")
     assert {"id": "binance", "name": "binance", "status": "operational", "websiteUrl": None} in exchanges["exchanges"]
 
 
 async def test_numbers_are_json_numbers_with_every_digit(start):
     gateway = await start()
     with trio.fail_after(HANG_GUARD):
-        stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
-        async with stream:
-            await stream.send_all(b"GET /v1/ticker/binance/ETH-USDT HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            raw = b""
-            while chunk := await stream.receive_some(65536):
-                raw += chunk
-    body = raw.partition(b"\r\n\r\n")[2].decode()
+        _, _, raw = await gateway.http("/v1/ticker/binance/ETH-USDT")
+    body = raw.decode()
     assert re.search(r'"last":\d+\.\d\d,', body)  # a number on the 0.01 grid, trailing zeros kept
     assert '"last":"' not in body
 
@@ -117,7 +115,7 @@ async def test_numbers_are_json_numbers_with_every_digit(start):
 async def test_validation_errors_are_400_in_luzias_error_shape(start, path, field):
     gateway = await start()
     with trio.fail_after(HANG_GUARD):
-        status, _, body = await http_get(gateway.port, path)
+        status, _, body = await get(gateway, path)
     assert status == 400
     _luzia_error(body, "Bad Request")
     assert field in body["details"]
@@ -127,20 +125,20 @@ async def test_validation_errors_are_400_in_luzias_error_shape(start, path, fiel
 async def test_unknown_symbol_is_404_with_a_json_body_as_soon_as_the_provider_refuses_it(start):
     gateway = await start(rest_wait=30)  # the refusal ends the wait, not the 30 s
     with trio.fail_after(HANG_GUARD):
-        status, _, body = await http_get(gateway.port, "/v1/ticker/binance/DOGE-USDT")
+        status, _, body = await get(gateway, "/v1/ticker/binance/DOGE-USDT")
         assert status == 404
         _luzia_error(body, "Not Found")
         assert body["details"]["symbol"] == "DOGE/USDT" and "INVALID_CHANNEL" in body["details"]["reason"]
-        status, _, body = await http_get(gateway.port, "/v1/ticker/binance")
+        status, _, body = await get(gateway, "/v1/ticker/binance")
     assert status == 404
     _luzia_error(body, "Not Found")
 
 
 async def test_not_yet_seen_is_404_when_there_is_no_time_to_wait_and_the_subscription_stays(start):
     gateway = await start(rest_wait=0)
-    luzia = gateway.emulators["luzia"]
+    luzia = gateway.gateway.emulators["luzia"]
     with trio.fail_after(HANG_GUARD):
-        status, _, body = await http_get(gateway.port, "/v1/ticker/kraken/BTC-USD")
+        status, _, body = await get(gateway, "/v1/ticker/kraken/BTC-USD")
         assert status == 404
         _luzia_error(body, "Not Found")
         await luzia.stats.wait_for(lambda: "ticker:kraken:BTC/USD" in luzia.active_channels())
@@ -150,25 +148,26 @@ async def test_local_keys_make_rest_401_without_the_right_bearer_key(start):
     gateway = await start(keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a"})
     with trio.fail_after(HANG_GUARD):
         for headers in ({}, {"Authorization": "Bearer lz_wrong"}):
-            status, _, body = await http_get(gateway.port, "/v1/ticker/binance/BTC-USDT", headers)
+            status, _, body = await get(gateway, "/v1/ticker/binance/BTC-USDT", headers)
             assert status == 401
             _luzia_error(body, "Unauthorized")
         assert not gateway.hub.demand()
-        status, _, _ = await http_get(gateway.port, "/v1/exchanges", {"Authorization": "Bearer lz_local_a"})
+        status, _, _ = await get(gateway, "/v1/exchanges", {"Authorization": "Bearer lz_local_a"})
     assert status == 200
 
 
 async def test_no_ticker_route_is_503(start):
     gateway = await start(route=None)
     with trio.fail_after(HANG_GUARD):
-        status, _, body = await http_get(gateway.port, "/v1/ticker/binance/BTC-USDT")
+        status, _, body = await get(gateway, "/v1/ticker/binance/BTC-USDT")
     assert status == 503
     _luzia_error(body, "Service Unavailable")
 
 
-async def test_an_sdk_switches_by_base_url_alone(start):
-    """Luzia's SDKs derive the WebSocket URL from the REST base URL: both on one host:port."""
-    gateway = await start()
+async def test_an_sdk_switches_by_base_url_alone(nursery):
+    """Luzia's SDKs derive the WebSocket URL from the REST base URL: both on one host:port. Over
+    real loopback, with the real gateway's listener: this endpoint's one real-socket test."""
+    gateway = await nursery.start(partial(run_gateway, parse(config_text()), port=0))
     base_url = f"http://127.0.0.1:{gateway.port}"
     ws_url = base_url.replace("https://", "wss://").replace("http://", "ws://") + "/v1/ws"  # the SDK's rule
     auth = {"Authorization": "Bearer lz_any_key"}  # SDKs always send one; no local keys: accepted
@@ -182,6 +181,11 @@ async def test_an_sdk_switches_by_base_url_alone(start):
             message = await receive(ws)
     assert (message["type"], message["exchange"], message["symbol"]) == ("ticker", "coinbase", "ETH/USD")
     assert list(message["data"]) == list(ticker)  # REST and WebSocket: the same ticker object
+    (endpoint,) = [e for e in gateway.server.app.endpoints if isinstance(e, LuziaEndpoint)]
+    endpoint.watches.release_expired(math.inf)  # so the upstream connection closes politely before teardown
+    luzia = gateway.emulators["luzia"]
+    with trio.fail_after(HANG_GUARD):
+        await luzia.stats.wait_for(lambda: luzia.stats.connections_open == 0)
 
 
 # ----- the REST watches under fake time (no sockets) ----------------------------------------
@@ -193,9 +197,9 @@ def _ticker(symbol="BTC/USDT", last="1.5", exchange="binance") -> Ticker:
 
 @pytest.fixture
 def hub_and_adapter():
-    hub = Hub({"ticker": ["lz"]})
-    adapter = FakeAdapter("lz", {"ticker"})
-    hub.add_adapter(adapter)
+    hub = Hub({"ticker": ["lz"], "quote": ["lz"]})
+    adapter = FakeAdapter("lz", {"ticker", "quote"})
+    hub.add_source(adapter)
     return hub, adapter
 
 
@@ -251,3 +255,19 @@ async def test_too_many_watched_streams_is_refused_with_the_time_until_one_ends(
     watches.watch([BTC], 20.0)  # renewing what is watched is always fine
     watches.watch([StreamKey("ticker", "kraken", "BTC/USD")], 70.0)  # the ETH watch ended at 70 s
     assert len(watches) == 2
+
+
+def test_the_tap_keeps_only_watched_tickers_and_notes_every_exchange_tickers_come_from(hub_and_adapter):
+    hub, adapter = hub_and_adapter
+    watches = TickerWatches(hub)
+    watches.watch([BTC], 0.0)
+    assert adapter.wanted == {BTC}  # held: demand without a subscriber
+    hub.publish(_ticker(exchange="kraken", symbol="BTC/USD"))  # routed, for somebody else
+    hub.publish(Quote(provider="lz", ts_gateway=1, exchange="okx", symbol="BTC/USDT", bid_price=Decimal(1)))
+    hub.publish(_ticker())
+    assert list(watches.latest) == [("binance", "BTC/USDT")]
+    assert watches.exchanges == {"binance", "kraken"}  # what `/v1/exchanges` lists
+    hub.publish(Ticker(provider="other", ts_gateway=1, exchange="bitstamp", symbol="BTC/USD"))  # not routed
+    assert "bitstamp" not in watches.exchanges
+    watches.release_expired(math.inf)
+    assert adapter.wanted == frozenset() and not watches.latest

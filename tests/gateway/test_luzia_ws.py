@@ -1,6 +1,7 @@
-"""`/v1/ws` speaks Luzia, over real loopback against a running gateway with both providers emulated:
-the handshake, one answer per channel, every error code in its situation, tickers from whichever
-provider `[routes] ticker` names, the connection limit, local keys, and the shutdown notice."""
+"""`/v1/ws` speaks Luzia, against a whole gateway with both providers emulated, over memory streams
+under fake time: the handshake, one answer per channel, every error code in its situation, tickers
+from whichever provider `[routes] ticker` names, the connection limit, local keys, and the shutdown
+notice. (The loopback test of this endpoint is in test_luzia_rest: an SDK switching by base URL.)"""
 
 from __future__ import annotations
 
@@ -8,36 +9,28 @@ import json
 import re
 from collections import Counter
 from decimal import Decimal
-from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from gateway.app import run_gateway
-from gateway.config import parse
 from schemas.streams import StreamKey
-from tests.gateway.luzia_support import HANG_GUARD, config_text, receive, replies, send
+from tests.gateway.luzia_support import HANG_GUARD, receive, replies, send, start
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 TICKER_FIELDS = ["symbol", "exchange", "last", "bid", "ask", "high", "low", "open", "close", "volume", "quoteVolume",
                  "change", "changePercent", "timestamp"]
 
 
-async def _gateway(nursery, route="luzia", environ=None, **options):
-    return await nursery.start(partial(run_gateway, parse(config_text(route, **options)), port=0, environ=environ))
+PATH = "/v1/ws"
 
 
-def _url(gateway) -> str:
-    return f"ws://127.0.0.1:{gateway.port}/v1/ws"
-
-
-async def test_connected_then_one_answer_per_channel_in_order_echoing_the_clients_spelling(nursery):
-    gateway = await _gateway(nursery)
-    luzia = gateway.emulators["luzia"]
+async def test_connected_then_one_answer_per_channel_in_order_echoing_the_clients_spelling(autojump_clock, nursery):
+    gateway = await start(nursery)
+    luzia = gateway.gateway.emulators["luzia"]
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as ws:
+        async with gateway.websocket(PATH) as ws:
             assert await receive(ws) == {
                 "type": "connected", "message": "Connected to Luzia WebSocket API", "tier": "local",
                 "limits": {"maxSubscriptions": 3},
@@ -67,10 +60,10 @@ async def test_connected_then_one_answer_per_channel_in_order_echoing_the_client
     assert not gateway.hub.demand()
 
 
-async def test_every_malformed_message_gets_its_documented_error_and_ping_gets_pong(nursery):
-    gateway = await _gateway(nursery)
+async def test_every_malformed_message_gets_its_documented_error_and_ping_gets_pong(autojump_clock, nursery):
+    gateway = await start(nursery)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as ws:
+        async with gateway.websocket(PATH) as ws:
             await receive(ws)
             for message in ['{"type":"subscribe"', '{"channels":["ticker:binance"]}', '{"type":"subscribe"}',
                             '{"type":"subscribe","channels":[]}', '{"type":"hello"}', '{"type":"ping"}']:
@@ -104,11 +97,11 @@ def _check_ticker(message: dict, route: str) -> None:
 
 
 @pytest.mark.parametrize("route", ["luzia", "coinapi"])
-async def test_tickers_in_luzias_shape_whichever_provider_serves_them(nursery, route):
-    gateway = await _gateway(nursery, route)
+async def test_tickers_in_luzias_shape_whichever_provider_serves_them(autojump_clock, nursery, route):
+    gateway = await start(nursery, route)
     tickers: list[dict] = []
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as ws:
+        async with gateway.websocket(PATH) as ws:
             await receive(ws)
             await send(ws, {"type": "subscribe", "channels": ["ticker:binance:BTC-USDT", "ticker:coinbase"]})
             assert [m["type"] for m in await replies(ws, 2)] == ["subscribed", "subscribed"]
@@ -138,7 +131,7 @@ async def test_tickers_in_luzias_shape_whichever_provider_serves_them(nursery, r
 
 async def _released(gateway, route: str) -> None:
     """Until the provider has dropped every upstream subscription (the client has gone)."""
-    emulator = gateway.emulators[route]
+    emulator = gateway.gateway.emulators[route]
     if route == "luzia":
         await emulator.stats.wait_for(lambda: not emulator.active_channels())
     else:
@@ -149,12 +142,12 @@ def _decimal_json(text: str) -> dict:
     return json.loads(text, parse_float=Decimal)
 
 
-async def test_the_connection_limit_rejects_the_next_connection_until_one_leaves(nursery):
-    gateway = await _gateway(nursery, max_connections=2)
+async def test_the_connection_limit_rejects_the_next_connection_until_one_leaves(autojump_clock, nursery):
+    gateway = await start(nursery, max_connections=2)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as first, open_websocket_url(_url(gateway)) as second:
+        async with gateway.websocket(PATH) as first, gateway.websocket(PATH) as second:
             assert (await receive(first))["type"] == (await receive(second))["type"] == "connected"
-            async with open_websocket_url(_url(gateway)) as third:
+            async with gateway.websocket(PATH) as third:
                 assert await receive(third) == {
                     "type": "error", "code": "CONNECTION_REJECTED", "message": "Connection limit exceeded (max 2 for local tier)",
                 }
@@ -163,32 +156,32 @@ async def test_the_connection_limit_rejects_the_next_connection_until_one_leaves
                 assert closed.value.reason.code == 1008
             await first.aclose()
             await trio.testing.wait_all_tasks_blocked()  # the gateway has seen `first` go
-            async with open_websocket_url(_url(gateway)) as fourth:
+            async with gateway.websocket(PATH) as fourth:
                 assert (await receive(fourth))["type"] == "connected"
 
 
-async def test_local_keys_missing_is_401_wrong_is_connection_rejected_right_is_connected(nursery):
-    gateway = await _gateway(nursery, keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a,lz_local_b"})
+async def test_local_keys_missing_is_401_wrong_is_connection_rejected_right_is_connected(autojump_clock, nursery):
+    gateway = await start(nursery, keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a,lz_local_b"})
     with trio.fail_after(HANG_GUARD):
         with pytest.raises(ConnectionRejected) as refused:
-            async with open_websocket_url(_url(gateway)):
+            async with gateway.websocket(PATH):
                 pass
         assert refused.value.status_code == 401 and b'"message"' in refused.value.body
         wrong = [(b"Authorization", b"Bearer lz_not_ours")]
-        async with open_websocket_url(_url(gateway), extra_headers=wrong) as ws:
+        async with gateway.websocket(PATH, headers=wrong) as ws:
             assert await receive(ws) == {"type": "error", "code": "CONNECTION_REJECTED", "message": "Invalid API key"}
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
             assert closed.value.reason.code == 1008
         right = [(b"Authorization", b"Bearer lz_local_b")]
-        async with open_websocket_url(_url(gateway), extra_headers=right) as ws:
+        async with gateway.websocket(PATH, headers=right) as ws:
             assert (await receive(ws))["type"] == "connected"
 
 
-async def test_no_ticker_route_makes_every_channel_invalid(nursery):
-    gateway = await _gateway(nursery, route=None)
+async def test_no_ticker_route_makes_every_channel_invalid(autojump_clock, nursery):
+    gateway = await start(nursery, route=None)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as ws:
+        async with gateway.websocket(PATH) as ws:
             await receive(ws)
             await send(ws, {"type": "subscribe", "channels": ["ticker:binance:BTC/USDT"]})
             answer = await receive(ws)
@@ -196,25 +189,30 @@ async def test_no_ticker_route_makes_every_channel_invalid(nursery):
     assert answer["message"].startswith("Invalid channel: ticker:binance:BTC/USDT")
 
 
-async def test_gateway_shutdown_sends_server_shutdown_then_closes_going_away(nursery):
-    gateway = await _gateway(nursery)
+async def test_gateway_shutdown_sends_server_shutdown_then_closes_going_away(autojump_clock, nursery):
+    gateway = await start(nursery)
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as ws:
+        async with gateway.websocket(PATH) as ws:
             await receive(ws)
-            nursery.start_soon(gateway.shutdown)
-            assert await receive(ws) == {
+            await send(ws, {"type": "subscribe", "channels": ["ticker:binance:BTC/USDT"]})
+            assert (await receive(ws))["type"] == "subscribed"
+            nursery.start_soon(gateway.gateway.shutdown)
+            while (message := await receive(ws))["type"] == "ticker":
+                pass
+            assert message == {
                 "type": "error", "code": "SERVER_SHUTDOWN", "message": "Server is shutting down, reconnect shortly",
             }
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
     assert closed.value.reason.code == 1001
+    assert not gateway.hub.demand()  # the session's streams were released with its goodbye
 
 
-async def test_two_luzia_clients_share_one_upstream_subscription(nursery):
-    gateway = await _gateway(nursery)
-    luzia = gateway.emulators["luzia"]
+async def test_two_luzia_clients_share_one_upstream_subscription(autojump_clock, nursery):
+    gateway = await start(nursery)
+    luzia = gateway.gateway.emulators["luzia"]
     with trio.fail_after(HANG_GUARD):
-        async with open_websocket_url(_url(gateway)) as a, open_websocket_url(_url(gateway)) as b:
+        async with gateway.websocket(PATH) as a, gateway.websocket(PATH) as b:
             for ws, spelling in ((a, "ticker:binance:ETH/USDT"), (b, "ticker:binance:ETH-USDT")):
                 await receive(ws)
                 await send(ws, {"type": "subscribe", "channels": [spelling]})

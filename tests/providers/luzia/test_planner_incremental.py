@@ -102,7 +102,7 @@ class PlannerMachine(RuleBasedStateMachine):
         self.slots, self.serving = slots, serving
 
 
-PlannerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+PlannerMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
 TestIncrementalPlanner = PlannerMachine.TestCase
 
 
@@ -145,7 +145,7 @@ class AmpleCapacityMachine(RuleBasedStateMachine):
         assert _planned(self.planner) == reference.channels
 
 
-AmpleCapacityMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+AmpleCapacityMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 TestAmpleCapacity = AmpleCapacityMachine.TestCase
 
 
