@@ -47,18 +47,11 @@ def check_rules(planner: Planner, needs: set, refused: set[str]) -> None:
     assert used == math.ceil(len(channels) / limits.subscriptions)  # no more connections than needed
 
 
-class PlannerMachine(RuleBasedStateMachine):
-    @initialize(
-        connections=st.integers(1, 4),
-        subscriptions=st.integers(2, 12),
-        threshold=st.none() | st.integers(1, 30),
-    )
-    def start(self, connections: int, subscriptions: int, threshold: int | None) -> None:
-        self.planner = Planner(TierLimits(connections, subscriptions), threshold=threshold)
-        self.needs: set = set()
-        self.refused: set[str] = set()
-        self.slots = self.planner.connections
-        self.serving: dict = {}
+class DemandMachine(RuleBasedStateMachine):
+    """Needs come and go; subclasses set up `self.planner` and say what they check."""
+
+    planner: Planner
+    needs: set
 
     @rule(need=needs_st)
     def add(self, need) -> None:
@@ -72,6 +65,26 @@ class PlannerMachine(RuleBasedStateMachine):
         need = data.draw(st.sampled_from(sorted(self.needs, key=str)))
         self.needs.discard(need)
         self.planner.remove(*need)
+        self.removed()
+
+    def removed(self) -> None:
+        """After a need went."""
+
+
+class PlannerMachine(DemandMachine):
+    @initialize(
+        connections=st.integers(1, 4),
+        subscriptions=st.integers(2, 12),
+        threshold=st.none() | st.integers(1, 30),
+    )
+    def start(self, connections: int, subscriptions: int, threshold: int | None) -> None:
+        self.planner = Planner(TierLimits(connections, subscriptions), threshold=threshold)
+        self.needs: set = set()
+        self.refused: set[str] = set()
+        self.slots = self.planner.connections
+        self.serving: dict = {}
+
+    def removed(self) -> None:
         # A refusal is forgotten with the last need that asked for the channel.
         self.refused = {c for c in self.refused if any(c in (format_channel(*n), format_channel(n[0])) for n in self.needs)}
 
@@ -106,27 +119,14 @@ PlannerMachine.TestCase.settings = settings(max_examples=80, stateful_step_count
 TestIncrementalPlanner = PlannerMachine.TestCase
 
 
-class AmpleCapacityMachine(RuleBasedStateMachine):
+class AmpleCapacityMachine(DemandMachine):
     """With room for everything, the plan is exactly the threshold rule: no collapse ever."""
 
     @initialize(threshold=st.none() | st.integers(1, 30))
     def start(self, threshold: int | None) -> None:
         self.threshold = threshold
         self.planner = Planner(TierLimits(25, 500), threshold=threshold)
-        self.needs: set = set()
-
-    @rule(need=needs_st)
-    def add(self, need) -> None:
-        if need not in self.needs:
-            self.needs.add(need)
-            self.planner.add(*need)
-
-    @precondition(lambda self: self.needs)
-    @rule(data=st.data())
-    def remove(self, data) -> None:
-        need = data.draw(st.sampled_from(sorted(self.needs, key=str)))
-        self.needs.discard(need)
-        self.planner.remove(*need)
+        self.needs = set()
 
     @invariant()
     def exchange_wide_exactly_at_the_threshold(self) -> None:
