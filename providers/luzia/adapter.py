@@ -11,7 +11,8 @@ wants, lets the API key reach a log line, an exception or health (every text goe
 `clock_ns`, or gives up on a valid config.
 
 Events: `Status(connected|disconnected|rejected)` per connection (stream None, the reason names the
-connection); `usable` is False from a refused key until a connection is accepted again, and every
+connection); `usable` is False from a refused key until a connection is accepted again (slot 0
+keeps probing at the slow auth retry even when the hub has moved all demand away), and every
 change of it is followed by one of these. The stream-level events come from `streams`.
 `update_wanted` costs what it changes: the planner, the streams and the slots it touches.
 """
@@ -187,15 +188,21 @@ class LuziaAdapter:
         """Start the slot's reconnect loop if it has channels; stop it if it has none left."""
         if self._nursery is None:
             return
-        planned = self._planner.slot(slot.id)
-        if planned and not slot.running:
+        wanted = self._wants_running(slot)
+        if wanted and not slot.running:
             slot.running = True
             self._nursery.start_soon(self._run_slot, slot)
-        elif not planned and slot.scope is not None:
+        elif not wanted and slot.scope is not None:
             if slot.conn is not None and slot.conn.live:
                 slot.wake.fire()  # `_keep_synced` retires it, with a polite close
             else:
                 slot.scope.cancel()  # nothing open to be polite to
+
+    def _wants_running(self, slot: _Slot) -> bool:
+        """A slot runs while it has channels. While our key is refused, slot 0 runs even without:
+        the hub moves demand away from an unusable source, and this probe (at the slow auth
+        retry) is how the adapter notices that the key is accepted again."""
+        return bool(self._planner.slot(slot.id)) or (slot.id == 0 and self._key_refused)
 
     def _lower_limit(self, subscriptions: int, evict: tuple[str, ...] = ()) -> bool:
         """The server allows fewer subscriptions per connection than the tier says: believe it."""
@@ -210,7 +217,7 @@ class LuziaAdapter:
 
     async def _run_slot(self, slot: _Slot) -> None:
         try:
-            while self._planner.slot(slot.id):
+            while self._wants_running(slot):
                 await self._slot_until_retired(slot)
                 slot.lost_at = None  # closed as surplus: nothing was lost
         finally:
@@ -250,7 +257,9 @@ class LuziaAdapter:
         await conn.run(self._connector, self._url, self._headers, self.policy.connect_timeout, serve)
 
     async def _serve(self, slot: _Slot, mark_healthy: Callable[[], None], conn: LuziaConnection, hello: wire.Connected) -> None:
-        self._on_connected(slot, hello, mark_healthy)
+        self._on_connected(slot, hello, mark_healthy)  # the hub may hand demand back right here
+        if not self._planner.slot(slot.id):
+            raise _Retired  # a probe that found the key accepted, and nothing to carry
         await conn.sync(self._planner.slot(slot.id))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.heartbeat, self.policy.ping_interval, self.policy.pong_timeout)
@@ -279,6 +288,7 @@ class LuziaAdapter:
         if failure.kind == "auth":
             self._key_refused = True
             self._status("rejected", reason=reason)
+            self._reconcile(self._slots[0])  # the probe, should demand move away
 
     async def _keep_synced(self, slot: _Slot, conn: LuziaConnection) -> None:
         """Every change of the slot's channels since the last sync goes out as one sync."""

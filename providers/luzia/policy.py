@@ -17,6 +17,7 @@ from providers.common.backoff import BackoffPolicy
 from providers.luzia.grammar import TierLimits
 
 _Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_Exchange = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]{0,31}$")]  # any case: read canonically
 
 #: Luzia's documented heartbeat period; the SDKs ping this often.
 PING_INTERVAL: Final = 30.0
@@ -39,7 +40,7 @@ class LuziaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tier: Literal["pro", "enterprise"] = "pro"
     #: The tier's limits, when the account's differ from the documented ones (a negotiated plan).
     limits: TierLimits | None = None
-    exchanges: tuple[str, ...] = EXCHANGES
+    exchanges: tuple[_Exchange, ...] = EXCHANGES
     #: Symbols of one exchange from which its exchange-wide channel is used; None: only when a
     #: whole exchange is wanted, or when the symbol channels would not fit the tier.
     exchange_wide_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = EXCHANGE_WIDE_THRESHOLD

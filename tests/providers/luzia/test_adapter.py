@@ -136,6 +136,22 @@ async def test_a_refused_key_is_retried_slowly_and_reported(autojump_clock, nurs
     assert not recorder.matching(is_status("connected"))
 
 
+async def test_a_refused_key_is_still_probed_after_demand_moved_away(autojump_clock, nursery, make_adapter, recorder, emulator):
+    """The hub routes around an unusable source; the adapter keeps one slow probe, so that a key
+    accepted again makes it usable again (and the hub can route back)."""
+    adapter = await _start(nursery, make_adapter(api_key="lz_revoked"), BTC)
+    await recorder.wait_for(is_status("rejected"))
+    adapter.update_wanted(set(), {BTC})  # what the hub does when `usable` turns False
+    await trio.sleep_until(650.0)
+    assert emulator.stats.connections_opened == 3 and not adapter.usable  # at 0, 300, 600
+    emulator.accepted_keys.add("lz_revoked")
+    ((connected_at, _),) = await recorder.wait_for(is_status("connected"))
+    assert connected_at == 900.0 and adapter.usable
+    await emulator.stats.wait_for(lambda: emulator.stats.connections_open == 0)  # nothing to carry: retired
+    await trio.sleep_until(2000.0)
+    assert emulator.stats.connections_opened == 4 and adapter.health().connections == []
+
+
 async def test_the_api_key_never_reaches_health_events_or_logs(autojump_clock, nursery, make_adapter, recorder, emulator, caplog):
     caplog.set_level(logging.DEBUG)
     adapter = await _start(nursery, make_adapter(), BTC)
