@@ -1,38 +1,32 @@
 """CoinAPI V1 frames of normalized events, shared by every CoinAPI client of one gateway. Pure.
 
 Owns: the CoinAPI symbol id of each canonical instrument (cached), the `sequence` numbers — one
-counter per (type, symbol_id) for the endpoint's life — and the codecs the hub encodes with.
-Each event becomes each CoinAPI message at most once, however many codecs ask (the last event's
-frames are kept), so every client of a stream sees the same, consecutive numbers unless the
-gateway dropped something for it (its overflow policy, its `subscribe_update_limit_ms_*`): the
-jump is CoinAPI's only loss signal, which is why a number is only taken for a frame a client is
-about to receive.
+`providers.coinapi.server.Sequencer` for the endpoint's life, so one counter per (type, symbol_id)
+— and each event's frames. Each event becomes each CoinAPI message at most once, however many
+clients take it (the last event's frames are kept), so every client of a stream sees the same,
+consecutive numbers unless the gateway dropped something for it (its overflow policy, its
+`subscribe_update_limit_ms_*`): the jump is CoinAPI's only loss signal, which is why a number is
+only taken for a frame a client is about to receive (or to hold for its update limit).
+This is the sessions' delivery step's shared state, not a hub `Codec`: codecs are pure, and
+numbering is not.
 Must never: do I/O, or keep per-client state (that is the session's).
-
-Codecs: the hub caches one frame per event per codec name. `CoinApiCodec` serves every client
-whose book data types share one filter (always the case after one `hello`); its name says which
-book messages it writes. A client that asked for different book depths on different symbols gets a
-`ScopedCodec` of its own, which picks the book messages per symbol (the frames still come from
-the shared cache, so nothing is encoded twice).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from itertools import count
 from typing import Final
 
 from gateway.wsframe import text_frame
 from providers.coinapi import denormalize, wire
-from providers.coinapi.symbols import SymbolMapper
-from schemas import Book, Event, Quote, Trade
+from providers.coinapi.grammar import SymbolMapper
+from providers.coinapi.server import Sequencer
+from schemas import Book, Quote, Trade
 from schemas.instruments import InstrumentError
 
 #: Symbol ids cached per endpoint; beyond this many the cache starts over (it only guards
 #: against an unbounded stream of instruments).
 _CACHE_LIMIT: Final = 65_536
 _MISSING: Final = object()
-_codec_serials = count(1)
 
 
 def control_frame(message: wire.ServerMessage) -> bytes:
@@ -53,9 +47,10 @@ def producible(event: Book, kinds: tuple[str, ...]) -> tuple[str, ...]:
 class CoinApiFrames:
     def __init__(self, mapper: SymbolMapper) -> None:
         self.mapper = mapper
+        self.sequencer = Sequencer()
+        self.built = 0  # frames encoded (each event × message kind once): what sharing saves shows here
         self._ids: dict[tuple[str, str], str | None] = {}
-        self._sequences: dict[tuple[str, str], int] = {}
-        self._event: Event | None = None
+        self._event: object = None
         self._made: dict[str, bytes | None] = {}
 
     def symbol_id(self, exchange: str, symbol: str) -> str | None:
@@ -68,7 +63,7 @@ class CoinApiFrames:
                 found = self.mapper.symbol_id(exchange, symbol)
             except InstrumentError:
                 found = None
-            self._ids[(exchange, symbol)] = found
+            self._ids[(exchange, symbol)] = found  # type: ignore[assignment]
         return found  # type: ignore[return-value]
 
     def frame(self, event: Trade | Quote | Book, kind: str) -> bytes | None:
@@ -81,56 +76,21 @@ class CoinApiFrames:
         return made  # type: ignore[return-value]
 
     def books(self, event: Book, kinds: tuple[str, ...]) -> bytes | None:
-        """The frames of every book message in `kinds` the event has the depth for, back to back."""
-        frames = [self.frame(event, kind) for kind in producible(event, kinds)]
+        """The frames of every book message in `kinds`, back to back (the caller checked the depth)."""
+        frames = [self.frame(event, kind) for kind in kinds]
         return b"".join(f for f in frames if f is not None) or None
-
-    def next_sequence(self, kind: str, symbol_id: str) -> int:
-        number = self._sequences[(kind, symbol_id)] = self._sequences.get((kind, symbol_id), 0) + 1
-        return number
 
     def _build(self, event: Trade | Quote | Book, kind: str) -> bytes | None:
         symbol_id = self.symbol_id(event.exchange, event.symbol)
         if symbol_id is None:
             return None
-        sequence = self.next_sequence(kind, symbol_id)
-        if kind == "trade":
-            message = denormalize.trade_message(event, symbol_id, sequence)  # type: ignore[arg-type]
-        elif kind == "quote":
-            message = denormalize.quote_message(event, symbol_id, sequence)  # type: ignore[arg-type]
+        sequence = self.sequencer.next(kind, symbol_id)
+        message: wire.ServerMessage
+        if isinstance(event, Trade):
+            message = denormalize.trade_message(event, symbol_id, sequence)
+        elif isinstance(event, Quote):
+            message = denormalize.quote_message(event, symbol_id, sequence)
         else:
-            message = denormalize.book_message(event, kind, symbol_id, sequence)  # type: ignore[arg-type]
+            message = denormalize.book_message(event, kind, symbol_id, sequence)
+        self.built += 1
         return text_frame(wire.encode_server_bytes(message))
-
-
-class CoinApiCodec:
-    """The codec of the clients whose book data types (`book_kinds`) share one filter."""
-
-    def __init__(self, frames: CoinApiFrames, book_kinds: tuple[str, ...] = ()) -> None:
-        self.name = "coinapi" + (":" + "+".join(book_kinds) if book_kinds else "")
-        self.book_kinds = book_kinds
-        self._frames = frames
-
-    def frame(self, event: Event) -> bytes | None:
-        cls = event.__class__
-        if cls is Trade:
-            return self._frames.frame(event, "trade")  # type: ignore[arg-type]
-        if cls is Quote:
-            return self._frames.frame(event, "quote")  # type: ignore[arg-type]
-        if cls is Book:
-            return self._frames.books(event, self.book_kinds)  # type: ignore[arg-type]
-        return None  # tickers, statuses and gaps have no CoinAPI V1 message
-
-
-class ScopedCodec(CoinApiCodec):
-    """One client's codec when its book depths differ by symbol: `kinds_of(event)` says which."""
-
-    def __init__(self, frames: CoinApiFrames, kinds_of: Callable[[Book], tuple[str, ...]]) -> None:
-        super().__init__(frames)
-        self.name = f"coinapi#{next(_codec_serials)}"
-        self._kinds_of = kinds_of
-
-    def frame(self, event: Event) -> bytes | None:
-        if event.__class__ is Book:
-            return self._frames.books(event, self._kinds_of(event))  # type: ignore[arg-type]
-        return super().frame(event)

@@ -1,22 +1,20 @@
 """CoinAPI V1 subscriptions on the gateway: which hub data type serves each CoinAPI data type, the
-stream keys that cover a client's scope, where a client's key comes from. Pure.
+stream keys that cover a client's scope, and the refusals of what this gateway cannot produce. Pure.
 
-Owns: the CoinAPI data type → hub data type table, the covering `StreamKey`s of a scope, the
-refusal texts for data types this gateway cannot produce, and the endpoint's paths and key sources.
-Must never: do I/O, or decide symbol matching itself — `providers.coinapi.filters` does that, and
-the session's `accepts` applies it exactly to every event the covering keys bring in.
+Owns: the CoinAPI data type → hub data type table, the covering `StreamKey`s of a scope, and the
+refusal texts for data types the configured routes cannot serve.
+Must never: do I/O, or decide symbol matching itself — `providers.coinapi.grammar` does that, and
+the session's delivery step applies it exactly to every event the covering keys bring in.
 
 Covering keys: the hub delivers a stream key's events and the session filters them, so the keys
 only have to be a superset, as narrow as the filter allows (every key is an upstream subscription):
 - an exact SPOT id (`BITSTAMP_SPOT_BTC_USD$`) → that symbol; an exact id of anything else (PERP,
   FTS, OPT, IDX, a suffixed id) → nothing, since the gateway's instruments are plain SPOT pairs;
 - a prefix that pins the exchange (`BITSTAMP_`, `BITSTAMP_SPOT_BTC`) → that exchange; one that pins a
-  kind other than SPOT (`BINANCEFTS_PERP_`) → nothing; one without `_` (`BIT`) → every exchange;
+  kind other than SPOT (`BINANCEFTS_PERP_`) → nothing; one without `_` (`BIT`) → every exchange
+  (`grammar.prefix_exchange`);
 - an exchange id → that exchange;
 - an asset filter (any exchange may list the asset), or no filter at all → every exchange.
-A prefix pins the exchange before its first complete kind token (`A_B_SPOT_` → `A_B`), else its
-first token (`BITSTAMP_` → `BITSTAMP`): CoinAPI's exchange ids have no `_`, so an exchange whose
-mapped id has one is reached by exact ids, exchange ids, its kind-spelling prefixes, or no filter.
 """
 
 from __future__ import annotations
@@ -24,12 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from gateway.context import bearer_token
-from gateway.server import HttpRequest
-from schemas.streams import StreamKey
-from providers.coinapi.filters import Scope, SubscriptionFilter
-from providers.coinapi.symbols import KINDS, SymbolMapper
+from providers.coinapi.grammar import SubscriptionFilter, SymbolMapper, Unpinned, prefix_exchange
+from providers.coinapi.server import Scope
 from schemas.instruments import InstrumentError
+from schemas.streams import StreamKey
 
 #: CoinAPI data types the gateway can produce, and the hub data type each is made from.
 HUB_DATATYPE: Final = {
@@ -40,24 +36,10 @@ HUB_DATATYPE: Final = {
     "book20": "book",
     "book50": "book",
 }
+#: The update-limit family (`providers.coinapi.server.UPDATE_LIMITS`) of each hub data type.
+LIMIT_FAMILY: Final = {"quote": "quote", "book": "book_snapshot"}
 #: CoinAPI's book data types, in the order their frames go out for one book event.
 BOOK_KINDS: Final = ("book", "book5", "book20", "book50")
-PATHS: Final = frozenset({"/", "/v1", "/v1/"})
-_KEY_PATHS: Final = ("/APIKEY-", "/v1/APIKEY-")
-_EVERY: Final = object()  # a prefix any exchange's ids may start with
-
-
-def serves_path(path: str) -> bool:
-    return path in PATHS or path.startswith(_KEY_PATHS)
-
-
-def upgrade_key(request: HttpRequest) -> str | None:
-    """The key carried by the upgrade request: `/APIKEY-<key>` path, `X-CoinAPI-Key`,
-    `Authorization` (bare or `Bearer`), or `?apikey=` — the first one present."""
-    for prefix in _KEY_PATHS:
-        if request.path.startswith(prefix):
-            return request.path[len(prefix) :].rstrip("/") or None
-    return request.headers.get("x-coinapi-key") or bearer_token(request) or request.query.get("apikey") or None
 
 
 def refusal(data_type: str, hub_refusal: Callable[[str], str | None]) -> str | None:
@@ -93,26 +75,14 @@ def _covering(datatype: str, selection: SubscriptionFilter, mapper: SymbolMapper
                 symbols.add(instrument)
             continue
         pinned = prefix_exchange(item)
-        if pinned is _EVERY:
+        if pinned is Unpinned.EVERY:
             return every
-        if pinned is not None:
-            exchanges.add(_canonical(pinned, mapper))  # type: ignore[arg-type]
+        if isinstance(pinned, str):
+            exchanges.add(_canonical(pinned, mapper))
     exchanges.discard(None)
     keys = {StreamKey(datatype, exchange, None) for exchange in exchanges}
     keys |= {StreamKey(datatype, exchange, symbol) for exchange, symbol in symbols if exchange not in exchanges}
     return keys
-
-
-def prefix_exchange(prefix: str) -> str | object | None:
-    """The CoinAPI exchange id a symbol id prefix pins; `_EVERY` when it pins none; None when no
-    plain SPOT id can start with it."""
-    complete = prefix.split("_")[:-1]  # the last part may be cut short
-    if not complete:
-        return _EVERY
-    for position in range(1, len(complete)):
-        if complete[position] in KINDS:
-            return "_".join(complete[:position]) if complete[position] == "SPOT" else None
-    return complete[0]
 
 
 def _canonical(exchange_id: str, mapper: SymbolMapper) -> str | None:

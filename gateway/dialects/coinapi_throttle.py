@@ -14,7 +14,9 @@ import heapq
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from itertools import count
+from typing import Generic, TypeVar
 
+K = TypeVar("K", bound=Hashable)  # a stream
 
 @dataclass
 class _Window:
@@ -24,13 +26,13 @@ class _Window:
     timed: bool = False  # a release is scheduled for this stream
 
 
-class Throttle:
+class Throttle(Generic[K]):
     def __init__(self) -> None:
-        self._windows: dict[Hashable, _Window] = {}
-        self._timers: list[tuple[float, int, Hashable]] = []  # (when, tie-break, stream)
+        self._windows: dict[K, _Window] = {}
+        self._timers: list[tuple[float, int, K]] = []  # (when, tie-break, stream)
         self._order = count()
 
-    def admit(self, key: Hashable, interval: float, now: float) -> bool:
+    def admit(self, key: K, interval: float, now: float) -> bool:
         """True: send this frame now (a new interval starts). False: `hold` it."""
         window = self._windows.get(key)
         if window is None:
@@ -41,7 +43,7 @@ class Throttle:
             return True
         return False
 
-    def hold(self, key: Hashable, data: bytes) -> bool:
+    def hold(self, key: K, data: bytes) -> bool:
         """Keep `data` (replacing a held frame) for the end of the interval; True when that end
         is a new timer (the caller's timer task may have to wake earlier)."""
         window = self._windows[key]
@@ -55,9 +57,9 @@ class Throttle:
     def next_release(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
-    def release(self, now: float) -> list[tuple[Hashable, bytes]]:
+    def release(self, now: float) -> list[tuple[K, bytes]]:
         """The held frames whose interval has ended by `now`, oldest timer first."""
-        out: list[tuple[Hashable, bytes]] = []
+        out: list[tuple[K, bytes]] = []
         while self._timers and self._timers[0][0] <= now:
             _, _, key = heapq.heappop(self._timers)
             window = self._windows.get(key)
@@ -74,10 +76,10 @@ class Throttle:
                 heapq.heappush(self._timers, (window.ends, next(self._order), key))
         return out
 
-    def drop(self, which: Callable[[Hashable], bool]) -> list[tuple[Hashable, bytes]]:
+    def drop(self, which: Callable[[K], bool]) -> list[tuple[K, bytes]]:
         """Forget the streams `which` selects (their limit changed, or they are no longer wanted);
         returns their held frames, for the caller to send now or discard."""
-        held = []
+        held: list[tuple[K, bytes]] = []
         for key in [k for k in self._windows if which(k)]:
             window = self._windows.pop(key)
             if window.pending is not None:

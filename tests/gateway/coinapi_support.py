@@ -1,5 +1,5 @@
-"""Helpers for the CoinAPI endpoint's tests: a session on a real hub without sockets, frame
-parsing, event builders."""
+"""Helpers for the CoinAPI endpoint's tests: a session on a real hub without sockets (its clock
+Trio's, or 0 outside a Trio run), frame parsing, event builders."""
 
 from __future__ import annotations
 
@@ -48,15 +48,14 @@ class FakePeer:
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed_with is None:
             self.closed_with = (code, reason)
-            self.outbox.put_control(close_frame(code, reason))
-            self.outbox.close()
+            self.outbox.close(close_frame(code, reason))
 
 
 def make_hub(routes=None, adapters=None) -> Hub:
     routes = routes or {"trade": ["ca"], "quote": ["ca"], "book": ["ca"]}
     hub = Hub(routes)
     for adapter in adapters or [FakeAdapter("ca", {"trade", "quote", "book"})]:
-        hub.add_adapter(adapter)
+        hub.add_source(adapter)
     return hub
 
 
@@ -64,7 +63,16 @@ def make_endpoint(hub: Hub | None = None, local_keys: frozenset[str] | None = No
     return CoinApiEndpoint(GatewayContext(config, hub or make_hub(), local_keys))
 
 
+def clock() -> float:
+    """Trio's clock inside a run (fake under `autojump_clock`); 0 for the synchronous tests."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return 0.0
+
+
 def make_session(endpoint: CoinApiEndpoint | None = None, key: str | None = None, **options) -> CoinApiSession:
+    options.setdefault("clock", clock)
     return CoinApiSession(endpoint or make_endpoint(), FakePeer(), key, **options)
 
 

@@ -13,18 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import parse
-from gateway.dialects.coinapi_scope import covering_keys, prefix_exchange, serves_path, upgrade_key
+from gateway.dialects.coinapi import CoinApiSession
+from gateway.dialects.coinapi_scope import covering_keys
 from gateway.server import HttpRequest
-from schemas.streams import StreamKey
 from providers.coinapi import wire
-from providers.coinapi.filters import Scope
-from providers.coinapi.symbols import ExchangeMap, SymbolMapper
+from providers.coinapi.grammar import ExchangeMap, SymbolMapper, prefix_exchange
+from providers.coinapi.server import Scope
+from schemas.streams import StreamKey
 from tests.gateway.coinapi_support import (
     GUID,
     book,
     hello,
     make_endpoint,
     make_hub,
+    FakePeer,
     make_session,
     messages,
     quote,
@@ -132,7 +134,7 @@ def test_the_narrowest_covering_stream_keys() -> None:
 
 def test_scope_changes_move_the_hub_subscriptions() -> None:
     session = make_session()
-    hub, adapter = session.hub, session.hub.adapters["ca"]
+    hub, adapter = session.hub, session.hub.sources["ca"]
     session.on_message(hello(subscribe_data_type=["trade", "book5"], subscribe_filter_symbol_id=["BITSTAMP_SPOT_BTC_USD$"]))
     assert adapter.wanted == {StreamKey("trade", "bitstamp", "BTC/USD"), StreamKey("book", "bitstamp", "BTC/USD")}
     session.on_message(json.dumps({"type": "subscribe", "subscribe_data_type": ["quote"], "subscribe_filter_exchange_id": ["COINBASE"]}))
@@ -216,7 +218,14 @@ def _request_with(path="/v1/", headers=None, query=None) -> HttpRequest:
     return HttpRequest("GET", path, query or {}, headers or {})
 
 
-def test_every_place_a_key_can_come_from() -> None:
+def upgrade_key(request: HttpRequest) -> str | None:
+    """The key the endpoint's session takes from the upgrade request."""
+    session = make_endpoint().open_session(FakePeer(), request)
+    assert isinstance(session, CoinApiSession)
+    return session.protocol.upgrade_key
+
+
+async def test_every_place_a_key_can_come_from() -> None:  # in a Trio run: sessions read its clock
     assert upgrade_key(_request_with(f"/APIKEY-{GUID}")) == GUID
     assert upgrade_key(_request_with(f"/v1/APIKEY-{GUID}/")) == GUID
     assert upgrade_key(_request_with(headers={"x-coinapi-key": GUID})) == GUID
@@ -224,8 +233,9 @@ def test_every_place_a_key_can_come_from() -> None:
     assert upgrade_key(_request_with(headers={"authorization": f"Bearer {GUID}"})) == GUID
     assert upgrade_key(_request_with(query={"apikey": GUID})) == GUID
     assert upgrade_key(_request_with()) is None
-    assert all(serves_path(p) for p in ("/", "/v1", "/v1/", f"/APIKEY-{GUID}"))
-    assert not any(serves_path(p) for p in ("/stream", "/v1/ws", "/v2/", "/favicon.ico"))
+    endpoint = make_endpoint()
+    assert all(endpoint.serves_websocket(p) for p in ("/", "/v1", "/v1/", f"/APIKEY-{GUID}"))
+    assert not any(endpoint.serves_websocket(p) for p in ("/stream", "/v1/ws", "/v2/", "/favicon.ico"))
 
 
 @pytest.mark.parametrize(
@@ -279,7 +289,7 @@ def test_sequences_are_per_stream_and_the_same_for_every_client() -> None:
                     ("trade", "BITSTAMP_SPOT_BTC_USD", 2), ("quote", "BITSTAMP_SPOT_BTC_USD", 1),
                     ("trade", "BITSTAMP_SPOT_BTC_USD", 3), ("quote", "BITSTAMP_SPOT_BTC_USD", 2)]
     assert [m["sequence"] for m in messages(late)] == [2, 3]  # joined later: the same numbers, consecutive
-    assert early.codec is late.codec  # one codec: each event encoded once for both
+    assert endpoint.frames.built == 6  # each event encoded once for both
 
 
 def _levels(message) -> tuple[str, int, int]:
@@ -317,7 +327,7 @@ def test_different_depths_on_different_symbols() -> None:
     assert got[1]["is_snapshot"] is True and len(got[1]["bids"]) == 30
     assert [(m["symbol_id"], m["sequence"]) for m in messages(plain)] == [
         ("BITSTAMP_SPOT_BTC_USD", 1), ("COINBASE_SPOT_BTC_USD", 1)]
-    assert mixed.codec.name != plain.codec.name
+    assert endpoint.frames.built == 4  # the bitstamp book5 once for both clients; coinbase: book, book5, book20
 
 
 def test_a_planned_shutdown_says_reconnect_first() -> None:
