@@ -22,11 +22,11 @@ from providers.coinapi.server import Scope
 from schemas.streams import StreamKey
 from tests.gateway.coinapi_support import (
     GUID,
+    FakePeer,
     book,
     hello,
     make_endpoint,
     make_hub,
-    FakePeer,
     make_session,
     messages,
     quote,

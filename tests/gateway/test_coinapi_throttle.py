@@ -4,6 +4,8 @@ nothing waits longer than one interval."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,7 +41,7 @@ def test_the_update_limit_rule(schedule, interval) -> None:
     for key in {k for _, k in schedule}:
         mine = [(t, i) for t, k, i in delivered if k == key]
         times = [t for t, _ in mine]
-        assert all(b - a >= interval - 1e-9 for a, b in zip(times, times[1:]))  # at most one per interval
+        assert all(b - a >= interval - 1e-9 for a, b in pairwise(times))  # at most one per interval
         indexes = [i for _, i in mine]
         assert indexes == sorted(set(indexes))  # in order, never twice
         last = max(i for i, (_, k) in enumerate(schedule) if k == key)
