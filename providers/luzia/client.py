@@ -1,13 +1,13 @@
 """Luzia's client side, pure: which channels to subscribe on which connection, what to send on one
 connection, and what the server's errors mean for it.
 
-Owns: the subscription plan (`Planner`, kept incrementally: a change costs what it changes), the
-reference planner it is tested against (`plan_subscriptions`, a full plan from all needs), the
-per-connection record of what was sent and confirmed (`Subscriptions`), the mapping of Luzia's
+Owns: the subscription plan (`Planner`, kept incrementally: a change costs what it changes; the
+full planner it is tested against, from all needs at once, is tests/providers/luzia/reference_planner.py),
+the per-connection record of what was sent and confirmed (`Subscriptions`), the mapping of Luzia's
 connection-level errors to the reconnect loop's errors, and the SDKs' URL rule.
 Never: does I/O, reads a clock, or emits events (the adapter does).
 
-Planning rules, in order (both planners):
+Planning rules, in order (both planners keep them):
 1. An exchange goes exchange-wide (`ticker:{exchange}`, one subscription) when a whole-exchange
    stream is wanted, or when `threshold` or more of its symbols are wanted.
 2. When the channels exceed `connections × subscriptions`, exchanges with the most symbol
@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence, Set
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Final
 
 from providers.common.errors import AuthRejected, ProviderError
 from providers.luzia import wire
 from providers.luzia.grammar import Need, TierLimits, format_channel, parse_channel
-from providers.luzia.policy import EXCHANGE_WIDE_THRESHOLD
 
 #: Channels per subscribe frame: keeps frames small on Enterprise (500 per connection).
 SUBSCRIBE_BATCH: Final = 50
@@ -414,136 +411,6 @@ def _discard(index: dict[str, set[str]], exchange: str, symbol: str) -> None:
         symbols.discard(symbol)
         if not symbols:
             del index[exchange]
-
-
-# ---- the reference planner ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    connections: tuple[frozenset[str], ...]  # one entry per slot (the tier's connection count)
-    unserved: frozenset[str]  # channels that would be needed but do not fit (or were excluded)
-
-    @cached_property
-    def channels(self) -> frozenset[str]:
-        """Every planned channel (cached: `serving` asks once per wanted stream)."""
-        return frozenset().union(*self.connections)
-
-    def serving(self, exchange: str, symbol: str | None) -> str | None:
-        """The planned channel that delivers this need, if any."""
-        planned = self.channels
-        if symbol is not None and format_channel(exchange, symbol) in planned:
-            return format_channel(exchange, symbol)
-        wide = format_channel(exchange)
-        return wide if wide in planned else None
-
-
-def plan_subscriptions(
-    needs: Iterable[Need],
-    limits: TierLimits,
-    *,
-    previous: Sequence[Iterable[str]] = (),
-    exchange_wide_threshold: int | None = EXCHANGE_WIDE_THRESHOLD,
-    excluded: Iterable[str] = (),
-) -> Plan:
-    """All needs → channels per connection slot, within `limits`, from scratch (the rules above,
-    with rule 3 keeping `previous` channels, then name order). `excluded` channels (the server
-    refused them) are never planned and are reported unserved."""
-    refused_channels = frozenset(excluded)
-    before = [frozenset(p) for p in previous]
-    capacity = limits.connections * limits.subscriptions
-    channels, refused = _choose_channels(needs, capacity, exchange_wide_threshold, refused_channels)
-    kept, over = _fit(channels, capacity, frozenset().union(*before))
-    slots = _assign(kept, limits, before)
-    return Plan(tuple(frozenset(s) for s in slots), frozenset(refused | over))
-
-
-def _group(needs: Iterable[Need], excluded: frozenset[str]) -> tuple[dict[str, set[str]], set[str], set[str]]:
-    """Needs → symbols per exchange, exchanges wanted whole, and the excluded channels asked for."""
-    symbols: dict[str, set[str]] = {}
-    whole: set[str] = set()
-    refused: set[str] = set()
-    for exchange, symbol in needs:
-        channel = format_channel(exchange, symbol)
-        if channel in excluded or format_channel(exchange) in excluded:
-            refused.add(channel)
-        elif symbol is None:
-            whole.add(exchange)
-        else:
-            symbols.setdefault(exchange, set()).add(symbol)
-    return symbols, whole, refused
-
-
-def _choose_channels(
-    needs: Iterable[Need], capacity: int, threshold: int | None, excluded: frozenset[str]
-) -> tuple[set[str], set[str]]:
-    symbols, whole, refused = _group(needs, excluded)
-    wide = set(whole)
-    if threshold is not None:
-        wide |= {ex for ex, syms in symbols.items() if len(syms) >= threshold}
-    total = len(wide) + sum(len(s) for ex, s in symbols.items() if ex not in wide)
-    # Rule 2: collapse the biggest savers first, only as far as needed to fit.
-    for exchange in sorted(symbols, key=lambda ex: (-len(symbols[ex]), ex)):
-        if total <= capacity:
-            break
-        if exchange not in wide and len(symbols[exchange]) > 1:
-            wide.add(exchange)
-            total -= len(symbols[exchange]) - 1
-    channels = {format_channel(ex) for ex in wide}
-    for exchange, syms in symbols.items():
-        if exchange not in wide:
-            channels |= {format_channel(exchange, s) for s in syms}
-    return channels, refused
-
-
-def _fit(channels: set[str], capacity: int, assigned: frozenset[str]) -> tuple[set[str], set[str]]:
-    """Rule 3: keep what is already subscribed, then name order; the rest does not fit."""
-    if len(channels) <= capacity:
-        return channels, set()
-    ordered = sorted(channels, key=lambda c: (c not in assigned, c))
-    return set(ordered[:capacity]), set(ordered[capacity:])
-
-
-def _assign(channels: set[str], limits: TierLimits, previous: list[frozenset[str]]) -> list[set[str]]:
-    slots = _carry_over(channels, limits, previous)
-    pool = sorted(channels - set().union(*slots))
-    pool += _compact_slots(slots, len(channels), limits.subscriptions)
-    _fill(sorted(pool), slots, limits.subscriptions)
-    return slots
-
-
-def _carry_over(channels: set[str], limits: TierLimits, previous: list[frozenset[str]]) -> list[set[str]]:
-    """Each slot keeps its still-planned channels (once each, within the limit)."""
-    slots: list[set[str]] = []
-    taken: set[str] = set()
-    for index in range(limits.connections):
-        before = previous[index] if index < len(previous) else frozenset()
-        keep = sorted((before & channels) - taken)[: limits.subscriptions]
-        slots.append(set(keep))
-        taken |= set(keep)
-    return slots
-
-
-def _compact_slots(slots: list[set[str]], total: int, per_slot: int) -> list[str]:
-    """Empty the least-filled slots while more are in use than the channels need."""
-    needed = math.ceil(total / per_slot) if per_slot else 0
-    freed: list[str] = []
-    while sum(1 for s in slots if s) > needed:
-        victim = min((i for i, s in enumerate(slots) if s), key=lambda i: (len(slots[i]), -i))
-        freed += sorted(slots[victim])
-        slots[victim].clear()
-    return freed
-
-
-def _fill(pool: list[str], slots: list[set[str]], per_slot: int) -> None:
-    """Fill slots already in use (lowest first), then open new ones (lowest first)."""
-    order = [i for i, s in enumerate(slots) if s] + [i for i, s in enumerate(slots) if not s]
-    for index in order:
-        room = per_slot - len(slots[index])
-        if room > 0 and pool:
-            slots[index] |= set(pool[:room])
-            del pool[:room]
-    assert not pool, "the planner placed more channels than fit"  # _fit guarantees room
 
 
 # ---- one connection -----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from providers.common.errors import AuthRejected, ProviderError
 from providers.common.redact import Redactor
 from providers.luzia import wire
-from providers.luzia.client import Plan, Subscriptions, plan_subscriptions, session_error, websocket_url
+from providers.luzia.client import Subscriptions, session_error, websocket_url
 from providers.luzia.grammar import TIER_LIMITS, TierLimits, format_channel, parse_channel, tier_limits
+from tests.providers.luzia.reference_planner import Plan, plan_subscriptions
 
 EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
 SYMBOLS = [f"C{i}/USDT" for i in range(40)]

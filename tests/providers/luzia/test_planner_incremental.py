@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from providers.luzia.client import Planner, plan_subscriptions
+from providers.luzia.client import Planner
 from providers.luzia.grammar import TierLimits, format_channel, parse_channel
+from tests.providers.luzia.reference_planner import plan_subscriptions
 
 EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
 SYMBOLS = [f"C{i}/USDT" for i in range(40)]
