@@ -25,7 +25,7 @@ only while every subscription is in use; as room frees up, waiting exchanges are
 first (exchange-wide if their symbols do not all fit). Costs: adding or removing one need is
 O(connections) plus the channels of its own exchange that change shape; the capacity-bound paths
 (collapsing to fit, placing waiting exchanges) look only at exchanges with two or more symbol
-channels. The one full re-fit, O(planned channels), is when the server allows fewer
+channels. The one full re-fit, O(planned channels), is `lower_limit`: the server allows fewer
 subscriptions per connection than the tier says (rare: once per lesson learned). An exchange that
 collapsed to fit goes back to symbol channels when one of its own needs changes and there is room.
 """
