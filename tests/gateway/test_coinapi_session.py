@@ -34,6 +34,7 @@ from tests.gateway.coinapi_support import (
     trade,
 )
 from tests.gateway.fakes import FakeAdapter
+from tests.providers.coinapi.test_grammar import reference_matches
 
 # ----- the reference: the spec's filter rules, written out plainly --------------------------
 
@@ -48,19 +49,8 @@ def reference_symbol_id(exchange: str, symbol: str) -> str:
 
 
 def reference_selects(symbol_id: str, symbols: list[str], exchanges: list[str], assets: list[str]) -> bool:
-    """Union of the non-empty lists; no list at all selects everything; ids compare upper-case."""
-    symbols, exchanges, assets = [s.upper() for s in symbols], [e.upper() for e in exchanges], [a.upper() for a in assets]
-    if not (symbols or exchanges or assets):
-        return True
-    exchange_id, _, base, quote_ = symbol_id.split("_")
-    for item in symbols:
-        if item.endswith("$") and symbol_id == item[:-1]:
-            return True
-        if not item.endswith("$") and symbol_id.startswith(item):
-            return True
-    if exchange_id in exchanges:
-        return True
-    return any(item == f"{base}/{quote_}" if "/" in item else item in (base, quote_) for item in assets)
+    """The grammar's plainly written reference; ids compare upper-case."""
+    return reference_matches(symbol_id, *([item.upper() for item in items] for items in (symbols, exchanges, assets)))
 
 
 OTHER_IDS = ["BINANCEFTS_PERP_BTC_USDT", "BITSTAMP_SPOT_BTC_USD_2", "COINBASE_IDX_BTC", "KRAKEN_SPOT_BTC_USD"]
