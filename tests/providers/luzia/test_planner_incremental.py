@@ -116,7 +116,7 @@ class PlannerMachine(DemandMachine):
         self.slots, self.serving = slots, serving
 
 
-PlannerMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+PlannerMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=40, deadline=None)
 TestIncrementalPlanner = PlannerMachine.TestCase
 
 
@@ -146,7 +146,7 @@ class AmpleCapacityMachine(DemandMachine):
         assert _planned(self.planner) == reference.channels
 
 
-AmpleCapacityMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+AmpleCapacityMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=40, deadline=None)
 TestAmpleCapacity = AmpleCapacityMachine.TestCase
 
 
