@@ -26,7 +26,6 @@ from schemas.instruments import InstrumentError
 #: Symbol ids cached per endpoint; beyond this many the cache starts over (it only guards
 #: against an unbounded stream of instruments).
 _CACHE_LIMIT: Final = 65_536
-_MISSING: Final = object()
 
 
 def control_frame(message: wire.ServerMessage) -> bytes:
@@ -55,25 +54,25 @@ class CoinApiFrames:
 
     def symbol_id(self, exchange: str, symbol: str) -> str | None:
         """`binance`, `BTC/USDT` → `BINANCE_SPOT_BTC_USDT` (None for a symbol with no canonical form)."""
-        found = self._ids.get((exchange, symbol), _MISSING)
-        if found is _MISSING:
-            if len(self._ids) >= _CACHE_LIMIT:
-                self._ids.clear()
-            try:
-                found = self.mapper.symbol_id(exchange, symbol)
-            except InstrumentError:
-                found = None
-            self._ids[(exchange, symbol)] = found  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+        key = (exchange, symbol)
+        if key in self._ids:
+            return self._ids[key]
+        if len(self._ids) >= _CACHE_LIMIT:
+            self._ids.clear()
+        try:
+            found: str | None = self.mapper.symbol_id(exchange, symbol)
+        except InstrumentError:
+            found = None
+        self._ids[key] = found
+        return found
 
     def frame(self, event: Trade | Quote | Book, kind: str) -> bytes | None:
         """The frame of `event` as CoinAPI message `kind`; built (and numbered) once per event."""
         if event is not self._event:
             self._event, self._made = event, {}
-        made = self._made.get(kind, _MISSING)
-        if made is _MISSING:
-            made = self._made[kind] = self._build(event, kind)
-        return made  # type: ignore[return-value]
+        if kind not in self._made:
+            self._made[kind] = self._build(event, kind)
+        return self._made[kind]
 
     def books(self, event: Book, kinds: tuple[str, ...]) -> bytes | None:
         """The frames of every book message in `kinds`, back to back (the caller checked the depth)."""

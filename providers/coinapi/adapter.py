@@ -45,12 +45,12 @@ from providers.coinapi.server import HelloLimiter
 from providers.coinapi.streams import StreamRouter
 from providers.common.backoff import Backoff
 from providers.common.counters import FrameCounters
-from providers.common.errors import AuthRejected, MalformedFrame, ProviderError, UnknownMessage
+from providers.common.errors import AuthRejected, MalformedFrame, ProviderError, TransportError, UnknownMessage
 from providers.common.liveness import trio_now
 from providers.common.reconnect import RETRYABLE, Failure, LinkState, leaves, reconnect_forever
 from providers.common.redact import Redactor
 from providers.common.signal import Wakeup
-from providers.common.transport import Connector, TransportError, connect_tcp
+from providers.common.transport import Connector, connect_tcp
 from schemas import Status
 from schemas.streams import StreamKey
 from schemas.timeutil import TimestampError

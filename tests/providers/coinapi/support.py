@@ -53,9 +53,12 @@ class Recorder:
     """The adapter's sink: keeps every event with the fake time it arrived."""
 
     items: list[tuple[float, Event]] = field(default_factory=list)
+    hooks: list = field(default_factory=list)  # called with each event as it arrives
 
     def __call__(self, event: Event) -> None:
         self.items.append((trio.current_time(), event))
+        for hook in self.hooks:
+            hook(event)
 
     def of(self, kind: type) -> list:
         return [event for _, event in self.items if isinstance(event, kind)]

@@ -376,3 +376,43 @@ async def test_an_old_connection_closing_before_its_replacement_delivers_is_a_ga
     assert (gap.cause, gap.from_ts, gap.to_ts) == ("reconnect", wall(0), wall(0.5))
     assert [t.trade_id for t in recorder.trades] == ["u1", "u2"]
     assert adapter.health().reconnects == 0 and [s.state for s in recorder.statuses] == ["connected"]
+
+
+async def test_health_is_pushed_after_usable_says_it(autojump_clock, nursery, make_adapter, recorder) -> None:
+    """A provider-level Status whenever `usable` may have changed, emitted once it is already true."""
+    emulator = CoinApiEmulator(rate=4, seed=SEED, clock_ns=fake_wall_ns)
+    emulator.faults.add(FaultScript(reject_key=True))  # the first connection's key is refused, then it works
+    seen: list[tuple[str, bool]] = []
+    adapter = make_adapter(emulator, auth_retry=60.0)
+
+    def watch(event) -> None:
+        if isinstance(event, Status) and event.stream is None:
+            seen.append((event.state, adapter.usable))
+
+    recorder.hooks.append(watch)
+    set_wanted(adapter, {KRAKEN})
+    await nursery.start(adapter.run)
+    await trio.sleep(61)
+    assert seen == [("rejected", False), ("connected", True)]
+    assert recorder.when(Status, state="rejected") == [0.0] and recorder.when(Status, state="connected") == [60.0]
+    assert adapter.health().usable and adapter.health().state == "connected"
+
+
+async def test_one_more_stream_is_one_subscribe_of_just_it(autojump_clock, nursery, emulator, make_adapter, recorder) -> None:
+    adapter = make_adapter()
+    set_wanted(adapter, {KRAKEN})
+    await nursery.start(adapter.run)
+    await trio.sleep(1)
+    adapter.update_wanted({BITSTAMP}, set())
+    await trio.sleep(1)
+    first, added = emulator.connections[0].messages
+    assert first["type"] == "hello" and added == {
+        "type": "subscribe", "heartbeat": True, "subscribe_data_type": ["trade"],
+        "subscribe_filter_symbol_id": ["BITSTAMP_SPOT_BTC_USD$"],
+    }
+    assert {e.exchange for at, e in recorder.items if isinstance(e, Trade) and at > 1.1} == {"kraken", "bitstamp"}
+    adapter.update_wanted(set(), {KRAKEN})  # a removal: the scope is replaced
+    await trio.sleep(1)
+    assert emulator.connections[0].messages[-1]["type"] == "hello"
+    assert emulator.connections[0].messages[-1]["subscribe_filter_symbol_id"] == ["BITSTAMP_SPOT_BTC_USD$"]
+    assert adapter.health().subscriptions == 1 and adapter.health().wanted == 1
