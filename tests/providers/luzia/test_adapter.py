@@ -116,6 +116,22 @@ async def test_missing_pong_is_caught_by_the_pong_timeout(autojump_clock, nurser
     assert [m for m in emulator.stats.client_messages if m["type"] == "ping"] == [{"type": "ping"}]
 
 
+async def test_a_server_that_never_says_connected_is_given_up_on_after_the_connect_timeout(autojump_clock, nursery, recorder):
+    attempts: list[float] = []
+
+    async def silent(stream) -> None:  # accepts TCP, never answers the upgrade
+        attempts.append(trio.current_time())
+        await trio.sleep_forever()
+
+    adapter = LuziaAdapter("lz", url="ws://x/v1/ws", api_key=KEY, sink=recorder, connector=memory_connector(silent, nursery),
+                           policy=LuziaPolicy(connect_timeout=5.0), rng=random.Random(SEED))
+    await _start(nursery, adapter, BTC)
+    await trio.sleep_until(5.0 + _jitter(1.0)[0] + 0.001)
+    assert attempts == [0.0, 5.0 + _jitter(1.0)[0]]
+    assert "no 'connected' within 5 s" in adapter.health().last_error
+    assert not recorder.matching(is_status("disconnected"))  # nothing was connected, nothing lost
+
+
 async def test_heartbeat_keeps_a_healthy_connection(autojump_clock, nursery, make_adapter, recorder, emulator):
     await _start(nursery, make_adapter(), BTC)
     await trio.sleep_until(95.0)
