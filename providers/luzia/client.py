@@ -77,6 +77,7 @@ class Planner:
         self._slots: list[set[str]] = [set() for _ in range(limits.connections)]
         self._slot_of: dict[str, int] = {}
         self._free = limits.connections * limits.subscriptions
+        self._used = 0  # slots with at least one channel
         self._dirty: set[int] = set()
         self._touched: set[Need] = set()
 
@@ -187,6 +188,7 @@ class Planner:
         self._limits = TierLimits(self._limits.connections, subscriptions)
         self._free = self._limits.connections * subscriptions
         self._slot_of = {}
+        self._used = 0
         overflow: list[str] = []
         for index, slot in enumerate(self._slots):
             ordered = sorted(slot, key=lambda c: (c in evicted, c))
@@ -339,8 +341,10 @@ class Planner:
         """Rule 4: empty the least-filled slots while more are in use than the channels need."""
         per = self._limits.subscriptions
         placed = len(self._slot_of)
+        if not per or self._used <= math.ceil(placed / per):
+            return  # the usual case, in O(1)
         used = [i for i, s in enumerate(self._slots) if s]
-        while per and len(used) > math.ceil(placed / per):
+        while len(used) > math.ceil(placed / per):
             victim = min(used, key=lambda i: (len(self._slots[i]), -i))
             used.remove(victim)
             for channel in sorted(self._slots[victim]):
@@ -369,6 +373,8 @@ class Planner:
         return True
 
     def _put(self, channel: str, index: int) -> None:
+        if not self._slots[index]:
+            self._used += 1
         self._slots[index].add(channel)
         self._slot_of[channel] = index
         self._free -= 1
@@ -377,6 +383,8 @@ class Planner:
     def _unplace(self, channel: str) -> None:
         index = self._slot_of.pop(channel)
         self._slots[index].discard(channel)
+        if not self._slots[index]:
+            self._used -= 1
         self._free += 1
         self._dirty.add(index)
 
