@@ -17,17 +17,20 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
-from providers.coinapi import wire
+from providers.coinapi import denormalize, wire
 from providers.coinapi.grammar import SymbolMapper
 from providers.coinapi.server import Scope, Sequencer
 from providers.common.market import Instrument, Market, Tick
+from schemas import Book, BookLevel, Quote, Trade
 from schemas.timeutil import NS_PER_S, format_iso_ns
 
 #: Ticks kept per instrument for connections that read behind the head; a connection further
 #: behind than this skips ahead (like a real server dropping a slow consumer's backlog).
 HISTORY: Final = 4096
+#: The provider name of the normalized events the emulated market is first built as (never sent).
+PROVIDER: Final = "coinapi"
 #: CoinAPI's own receive time, this long after the exchange time (a fixed, plausible latency).
 COINAPI_LATENCY_NS: Final = 5_000_000
 #: Seconds between updates of an open OHLCV period.
@@ -98,37 +101,31 @@ class Feed:
         return history.ticks[index - history.base], index
 
 
-def _times(tick: Tick) -> tuple[str, str]:
-    # The tick is generated at send time: that is CoinAPI's stamp; the exchange's came a little earlier.
-    return format_iso_ns(tick.time_ns - COINAPI_LATENCY_NS), format_iso_ns(tick.time_ns)
+def _stamped(tick: Tick) -> dict[str, Any]:
+    """What every normalized event of a tick carries. The tick is generated at send time: that is
+    CoinAPI's stamp; the exchange's came a little earlier."""
+    instrument = tick.instrument
+    return {
+        "provider": PROVIDER, "ts_gateway": tick.time_ns, "exchange": instrument.exchange, "symbol": instrument.symbol,
+        "ts_exchange": tick.time_ns - COINAPI_LATENCY_NS, "ts_provider": tick.time_ns,
+    }
+
+
+# Trades, quotes and top-N books are built as normalized events and put on the wire by
+# `denormalize`, the one mapping the gateway's CoinAPI endpoint uses too.
 
 
 def trade(tick: Tick, symbol_id: str, sequence: int, seed: int) -> wire.Trade:
-    exchange_time, coinapi_time = _times(tick)
-    return wire.Trade(
-        time_exchange=exchange_time,
-        time_coinapi=coinapi_time,
-        uuid=trade_uuid(seed, symbol_id, tick.trade_id),
-        price=tick.price,
-        size=tick.size,
-        taker_side="BUY" if tick.taker_buys else "SELL",
-        symbol_id=symbol_id,
-        sequence=sequence,
+    event = Trade(
+        **_stamped(tick), price=tick.price, size=tick.size, side="buy" if tick.taker_buys else "sell",
+        trade_id=trade_uuid(seed, symbol_id, tick.trade_id),
     )
+    return denormalize.trade_message(event, symbol_id, sequence)
 
 
 def quote(tick: Tick, symbol_id: str, sequence: int) -> wire.Quote:
-    exchange_time, coinapi_time = _times(tick)
-    return wire.Quote(
-        symbol_id=symbol_id,
-        sequence=sequence,
-        time_exchange=exchange_time,
-        time_coinapi=coinapi_time,
-        ask_price=tick.ask,
-        ask_size=tick.ask_size,
-        bid_price=tick.bid,
-        bid_size=tick.bid_size,
-    )
+    event = Quote(**_stamped(tick), bid_price=tick.bid, bid_size=tick.bid_size, ask_price=tick.ask, ask_size=tick.ask_size)
+    return denormalize.quote_message(event, symbol_id, sequence)
 
 
 def _step(price: Decimal) -> Decimal:
@@ -136,28 +133,19 @@ def _step(price: Decimal) -> Decimal:
     return Decimal(1).scaleb(price.as_tuple().exponent)  # type: ignore[arg-type]
 
 
-def book_levels(tick: Tick, depth: int) -> tuple[list[wire.BookLevel], list[wire.BookLevel]]:
+def book_levels(tick: Tick, depth: int) -> tuple[tuple[BookLevel, ...], tuple[BookLevel, ...]]:
     """(bids best first, asks best first), built around the tick's best bid and ask."""
     step = _step(tick.bid)
-    bids = [
-        wire.BookLevel(tick.bid - step * i, tick.bid_size + i)
-        for i in range(depth)
-        if tick.bid - step * i > 0
-    ]
-    asks = [wire.BookLevel(tick.ask + step * i, tick.ask_size + i) for i in range(depth)]
+    bids = tuple(BookLevel(tick.bid - step * i, tick.bid_size + i) for i in range(depth) if tick.bid - step * i > 0)
+    asks = tuple(BookLevel(tick.ask + step * i, tick.ask_size + i) for i in range(depth))
     return bids, asks
 
 
-_BOOK_TOPS: Final[dict[str, type[wire.BookTop]]] = {"book5": wire.Book5, "book20": wire.Book20, "book50": wire.Book50}
-
-
 def book_top(kind: str, tick: Tick, symbol_id: str, sequence: int) -> wire.BookTop:
-    cls = _BOOK_TOPS[kind]
     bids, asks = book_levels(tick, TOP_N[kind])
-    exchange_time, coinapi_time = _times(tick)
-    return cls(
-        symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time, asks=asks, bids=bids
-    )
+    message = denormalize.book_message(Book(**_stamped(tick), bids=bids, asks=asks), kind, symbol_id, sequence)
+    assert not isinstance(message, wire.Book), "a top-N kind"
+    return message
 
 
 BookState = tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]  # (bids, asks): price → size
@@ -171,14 +159,15 @@ def _changes(before: dict[Decimal, Decimal], after: dict[Decimal, Decimal], best
 
 def book_update(previous: BookState | None, tick: Tick, symbol_id: str, sequence: int) -> tuple[wire.Book, BookState]:
     """The full-book stream: a snapshot first, then deltas of the levels that changed."""
-    bids, asks = book_levels(tick, BOOK_DEPTH)
-    state = ({level.price: level.size for level in bids}, {level.price: level.size for level in asks})
-    exchange_time, coinapi_time = _times(tick)
-    if previous is not None:
-        asks, bids = _changes(previous[1], state[1], False), _changes(previous[0], state[0], True)
+    bid_levels, ask_levels = book_levels(tick, BOOK_DEPTH)
+    state = ({level.price: level.size for level in bid_levels}, {level.price: level.size for level in ask_levels})
+    if previous is None:
+        bids, asks = _changes({}, state[0], True), _changes({}, state[1], False)
+    else:
+        bids, asks = _changes(previous[0], state[0], True), _changes(previous[1], state[1], False)
     message = wire.Book(
-        symbol_id=symbol_id, sequence=sequence, time_exchange=exchange_time, time_coinapi=coinapi_time,
-        is_snapshot=previous is None, asks=asks, bids=bids,
+        symbol_id=symbol_id, sequence=sequence, time_exchange=format_iso_ns(tick.time_ns - COINAPI_LATENCY_NS),
+        time_coinapi=format_iso_ns(tick.time_ns), is_snapshot=previous is None, asks=asks, bids=bids,
     )
     return message, state
 
