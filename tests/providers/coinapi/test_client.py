@@ -84,6 +84,7 @@ def test_planned_messages_leave_the_server_with_exactly_the_target_scope(history
 def test_pure_additions_subscribe_just_the_added_and_emptying_unsubscribes() -> None:
     planner = client.Planner(MAPPER)
     link = planner.attach()
+    assert planner.update(link, "k") is None and not planner.pending(link)  # nothing wanted, nothing sent
     btc, okx = StreamKey("trade", "binance", "BTC/USDT"), StreamKey("trade", "okx", "BTC/USDT")
     planner.add({btc})
     assert isinstance(planner.update(link, "k"), wire.Hello)
@@ -107,6 +108,18 @@ def test_pure_additions_subscribe_just_the_added_and_emptying_unsubscribes() -> 
     planner.remove({StreamKey("trade", "binance", None)})
     assert planner.update(link, "k") == wire.Unsubscribe(subscribe_data_type=["trade"], subscribe_filter_exchange_id=["BINANCE"])
     assert planner.update(link, "k") is None and link.entries == 0
+
+
+def test_emptying_a_symbol_scope_unsubscribes_what_was_sent() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    btc = StreamKey("trade", "binance", "BTC/USDT")
+    planner.add({btc})
+    planner.update(link, "k")
+    planner.remove({btc})
+    assert planner.update(link, "k") == wire.Unsubscribe(
+        subscribe_data_type=["trade"], subscribe_filter_symbol_id=["BINANCE_SPOT_BTC_USDT$"]
+    )
 
 
 def test_an_addition_and_its_removal_before_anything_is_sent_cost_no_message() -> None:
