@@ -17,7 +17,7 @@ import trio
 
 
 def trio_now() -> float | None:
-    """Trio's clock, or None outside a Trio run (`set_wanted` and `health` may be called from
+    """Trio's clock, or None outside a Trio run (`update_wanted` and `health` may be called from
     anywhere, e.g. before the gateway starts)."""
     try:
         return trio.current_time()
