@@ -18,7 +18,7 @@ from typing import Final
 from providers.base import EventSink
 from providers.coinapi import normalize, wire
 from providers.coinapi.grammar import SymbolMapper
-from providers.common.liveness import StalenessTracker
+from providers.common.staleness import StalenessTracker
 from schemas import Book, Gap, Quote, Status, Ticker, Trade
 from schemas.streams import Stream, StreamKey
 from schemas.timeutil import NS_PER_S
@@ -40,7 +40,7 @@ _Handler = Callable[[Sequences, wire.ServerMessage, int, float], None]
 class StreamRouter:
     def __init__(self, provider: str, mapper: SymbolMapper, sink: EventSink, stale_after: float) -> None:
         self.provider, self._mapper, self._sink = provider, mapper, sink
-        self.tracker = StalenessTracker(stale_after)
+        self.tracker: StalenessTracker[StreamKey] = StalenessTracker(stale_after)
         self.wanted: set[StreamKey] = set()
         self._tickers: dict[Instrument, normalize.TickerBuilder] = {}
         self._overlap: set[Hashable] | None = None  # keys delivered while a replacement connects

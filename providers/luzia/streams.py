@@ -19,10 +19,10 @@ window as measured on the monotonic clock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final, Literal, NamedTuple
 
+from providers.common.staleness import StalenessTracker
 from providers.luzia.grammar import Need, format_channel
 from schemas import Event, Gap, Status
 from schemas.streams import StreamKey
@@ -54,53 +54,6 @@ def expand_every_exchange(wanted: Iterable[StreamKey], exchanges: Iterable[str])
     return frozenset(streams)
 
 
-class Staleness:
-    """Which served streams have been silent for `stale_after` seconds. A stream counts from when
-    it was added (one that never sent anything goes stale too). Ordered by last data, oldest
-    first, so `newly_stale` looks only at what it returns."""
-
-    def __init__(self, stale_after: float) -> None:
-        self.stale_after = stale_after
-        self._fresh: OrderedDict[StreamKey, float] = OrderedDict()  # → last seen, oldest first
-        self._stale: dict[StreamKey, float] = {}  # → last seen before it went silent
-
-    def __len__(self) -> int:
-        return len(self._fresh) + len(self._stale)
-
-    @property
-    def stale_count(self) -> int:
-        return len(self._stale)
-
-    def add(self, key: StreamKey, now: float) -> None:
-        if key not in self._fresh and key not in self._stale:
-            self._fresh[key] = now  # `now` only grows: appending keeps the order
-
-    def remove(self, key: StreamKey) -> None:
-        self._fresh.pop(key, None)
-        self._stale.pop(key, None)
-
-    def seen(self, key: StreamKey, now: float) -> float | None:
-        """Data for `key`; if it was stale, when it was last seen before (else None)."""
-        since = self._stale.pop(key, None)
-        if since is None and key not in self._fresh:
-            return None  # not tracked
-        self._fresh[key] = now
-        self._fresh.move_to_end(key)
-        return since
-
-    def newly_stale(self, now: float) -> list[StreamKey]:
-        """The streams that crossed the threshold since the last call."""
-        out: list[StreamKey] = []
-        while self._fresh:
-            key, last = next(iter(self._fresh.items()))
-            if now - last < self.stale_after:
-                break
-            del self._fresh[key]
-            self._stale[key] = last
-            out.append(key)
-        return out
-
-
 class Streams:
     """The adapter's wanted streams and what serves them; see the module header."""
 
@@ -115,7 +68,7 @@ class Streams:
     ) -> None:
         self.provider, self._sink, self._clock_ns = provider, sink, clock_ns
         self.exchanges = tuple(dict.fromkeys(exchanges))
-        self.staleness = Staleness(stale_after)
+        self.staleness: StalenessTracker[StreamKey] = StalenessTracker(stale_after)
         self._refs: dict[StreamKey, int] = {}  # stream → wanted keys that expand to it
         self._of_need: dict[Need, set[StreamKey]] = {}  # wanted streams, per need
         self._needs_per_exchange: dict[str, int] = {}
@@ -157,7 +110,7 @@ class Streams:
             need = (stream.exchange or "", stream.symbol)
             streams = self._of_need.get(need, set())
             streams.discard(stream)
-            self.staleness.remove(stream)
+            self.staleness.remove((stream,))
             self._reported.discard(stream)
             if streams:
                 self._show(need, None)
@@ -217,7 +170,7 @@ class Streams:
                 self._needs_of.pop(channel, None)
         if not keep_clock:
             for stream in self._routes.pop(need, Route(False, False, ())).keys:
-                self.staleness.remove(stream)
+                self.staleness.remove((stream,))
 
     def _show(self, need: Need, now: float | None) -> None:
         """Bring routing and staleness in line with the need's streams; report what is unserved."""
@@ -225,7 +178,7 @@ class Streams:
         if need not in self._served:
             self._routes.pop(need, None)
             for stream in streams:
-                self.staleness.remove(stream)
+                self.staleness.remove((stream,))
                 self._report_unserved(stream)
             return
         datatypes = {s.datatype for s in streams}
@@ -233,7 +186,7 @@ class Streams:
         for stream in streams:
             self._reported.discard(stream)
             if now is not None:
-                self.staleness.add(stream, now)
+                self.staleness.add((stream,), now)
 
     def _report_unserved(self, stream: StreamKey) -> None:
         if stream in self._reported:
@@ -247,7 +200,7 @@ class Streams:
         """The adapter runs from `now` on: every served stream's silence counts from here."""
         for route in self._routes.values():
             for stream in route.keys:
-                self.staleness.add(stream, now)
+                self.staleness.add((stream,), now)
 
     def channel_of(self, need: Need) -> str | None:
         return self._served.get(need)

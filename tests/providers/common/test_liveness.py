@@ -1,8 +1,11 @@
 """Staleness per stream (pure) and the idle deadline (fake time)."""
 
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from providers.common.liveness import IdleDeadline, StalenessTracker
+from providers.common.liveness import IdleDeadline
+from providers.common.staleness import StalenessTracker
 
 
 def test_streams_go_stale_once_and_report_their_silent_window_on_recovery():
@@ -27,6 +30,17 @@ def test_unwanted_streams_are_forgotten():
     assert tracker.newly_stale(now=8) == ["b"]
 
 
+def test_a_check_costs_what_it_reports_and_removal_is_per_key():
+    tracker = StalenessTracker(stale_after=5)
+    tracker.add([f"s{i}" for i in range(1000)], now=0)
+    tracker.add(["late"], now=3)
+    tracker.remove(["s0", "s1"])
+    assert len(tracker) == 999
+    assert tracker.newly_stale(now=5) == [f"s{i}" for i in range(2, 1000)]
+    assert tracker.newly_stale(now=8) == ["late"]
+    assert tracker.seen("s5", now=9) == 0 and tracker.stale_count == 998
+
+
 async def test_idle_deadline_moves_forward_with_each_frame(autojump_clock):
     deadline = IdleDeadline(timeout=10)
     with deadline.scope:
@@ -36,3 +50,23 @@ async def test_idle_deadline_moves_forward_with_each_frame(autojump_clock):
         await trio.sleep_forever()
     assert deadline.expired
     assert trio.current_time() == 37
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.floats(0, 5)), max_size=40))
+def test_staleness_reports_each_silence_once_and_exactly_at_the_threshold(steps):
+    """Against a plain model: a key is stale once `now - last seen >= stale_after`."""
+    staleness, last, stale, now = StalenessTracker(10.0), {}, set(), 0.0
+    for key in "abcdef":
+        staleness.add([key], 0.0)
+        last[key] = 0.0
+    for key, step in steps:
+        now += step
+        expected = sorted(k for k in last if k not in stale and now - last[k] >= 10.0)
+        assert sorted(staleness.newly_stale(now)) == expected
+        stale |= set(expected)
+        since = staleness.seen(key, now)
+        assert since == (last[key] if key in stale else None)
+        stale.discard(key)
+        last[key] = now
+    assert staleness.stale_count == len(stale)

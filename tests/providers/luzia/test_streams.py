@@ -3,10 +3,7 @@ derived quote, statuses about unserved and silent streams, and gaps with exact b
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from providers.luzia.streams import DOES_NOT_FIT, Route, Staleness, Streams
+from providers.luzia.streams import DOES_NOT_FIT, Route, Streams
 from schemas import Gap, Status
 from schemas.streams import StreamKey
 
@@ -104,23 +101,3 @@ def test_a_need_nobody_wants_any_more_is_forgotten_with_its_refusal():
     streams.want(BTC_TICKER, 0.0)
     streams.serve(("binance", "BTC/USDT"), None, 0.0)
     assert [e.reason for e in events if isinstance(e, Status)] == [DOES_NOT_FIT]
-
-
-@settings(deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.floats(0, 5)), max_size=40))
-def test_staleness_reports_each_silence_once_and_exactly_at_the_threshold(steps):
-    """Against a plain model: a key is stale once `now - last seen >= stale_after`."""
-    staleness, last, stale, now = Staleness(10.0), {}, set(), 0.0
-    for key in "abcdef":
-        staleness.add(StreamKey("ticker", key, None), 0.0)
-        last[key] = 0.0
-    for key, step in steps:
-        now += step
-        expected = sorted(k for k in last if k not in stale and now - last[k] >= 10.0)
-        assert sorted(k.exchange for k in staleness.newly_stale(now)) == expected
-        stale |= set(expected)
-        since = staleness.seen(StreamKey("ticker", key, None), now)
-        assert since == (last[key] if key in stale else None)
-        stale.discard(key)
-        last[key] = now
-    assert staleness.stale_count == len(stale)
