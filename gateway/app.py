@@ -134,16 +134,25 @@ async def run_gateway(
     if not is_loopback(host) and not config.server.local_keys_env:
         raise ConfigError(f"--host {host} is not loopback; set server.local_keys_env in a config file first")
     port = config.server.port if port is None else port
+    # In-process emulators live in a nursery that outlives this one's cancellation until the
+    # adapters are done, so even a plain cancel (not only `shutdown`) lets every adapter close its
+    # connections with an emulator that still answers.
+    emulators_may_stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        emulators, routes = await (upstream or tcp_upstream)(config, nursery)
-        hub = Hub(config.routes)
-        adapters: dict[str, Source] = {}
-        for name, provider in config.providers.items():
-            url, connector = routes[name]
-            make = KINDS[provider.kind].make_adapter
-            adapters[name] = make(name, url, keys[name], hub.publish, provider.policy, connector)
-            hub.add_source(adapters[name])
-        running: _Upstream = await nursery.start(_run_upstream, list(adapters.values()))
+        try:
+            emulator_nursery = await nursery.start(_outliving_nursery, emulators_may_stop)
+            emulators, routes = await (upstream or tcp_upstream)(config, emulator_nursery)
+            hub = Hub(config.routes)
+            adapters: dict[str, Source] = {}
+            for name, provider in config.providers.items():
+                url, connector = routes[name]
+                make = KINDS[provider.kind].make_adapter
+                adapters[name] = make(name, url, keys[name], hub.publish, provider.policy, connector)
+                hub.add_source(adapters[name])
+            running: _Upstream = await nursery.start(_run_upstream, list(adapters.values()), emulators_may_stop)
+        except BaseException:
+            emulators_may_stop.set()
+            raise
         ctx = GatewayContext(config, hub, clients_keys)
         app = GatewayApp(ctx)
         for endpoint in app.endpoints:  # an endpoint's own timers (Luzia: REST keep-alive expiry)
@@ -158,6 +167,17 @@ async def run_gateway(
         task_status.started(gateway)
 
 
+async def _outliving_nursery(
+    may_stop: trio.Event, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A nursery shielded from the caller's cancellation; its tasks are cancelled once `may_stop`."""
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await may_stop.wait()
+            nursery.cancel_scope.cancel()
+
+
 class _Upstream:
     """The adapters' own nursery, so a shutdown can stop them before the emulators they talk to."""
 
@@ -170,7 +190,10 @@ class _Upstream:
         await self.done.wait()
 
 
-async def _run_upstream(sources: list[Source], *, task_status: trio.TaskStatus[_Upstream] = trio.TASK_STATUS_IGNORED) -> None:
+async def _run_upstream(
+    sources: list[Source], done: trio.Event, *, task_status: trio.TaskStatus[_Upstream] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The sources, in their own nursery; `done` is set once every one of them has stopped."""
     handle: _Upstream | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -180,6 +203,7 @@ async def _run_upstream(sources: list[Source], *, task_status: trio.TaskStatus[_
             task_status.started(handle)
             await trio.sleep_forever()
     finally:
+        done.set()
         if handle is not None:
             handle.done.set()
 

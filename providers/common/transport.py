@@ -7,7 +7,8 @@ client side, so adapters and the reconnect loop only ever see the project's own 
 It owns the nursery of the library's background reader, because trio-websocket raises a refused
 upgrade (`ConnectionRejected`) from that reader task, into that nursery: mapping it here is the
 only way it arrives as `TransportError(status=...)`. Leaving the block closes politely: a close
-frame and `close_timeout` seconds for the reply (0 when the peer is believed dead).
+frame and `close_timeout` seconds for the reply (0 when the peer is believed dead); the reader
+is shielded until then, so even a cancelled session reads that reply instead of timing out.
 
 A `Connector` opens the library connection; `connect_tcp` is the real one, tests pass one over
 memory streams (`tests.support.memory`) so fake time drives everything.
@@ -16,7 +17,6 @@ memory streams (`tests.support.memory`) so fake time drives everything.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -37,9 +37,9 @@ Connector = Callable[[trio.Nursery, str, Headers], Awaitable[WebSocketConnection
 
 #: A peer that does not answer our close frame within this long is cut off.
 CLOSE_TIMEOUT: Final = 1.0
-#: When the close happens because the session is being cancelled (shutdown, a retired slot), the
-#: library's reader task is cancelled too, so no reply could be read: the close frame gets this
-#: long to leave, and nobody waits for an answer.
+#: For a server side whose reader task is cancelled along with it (an emulator being stopped): no
+#: reply could be read, so the close frame gets this long to leave and nobody waits for an answer.
+#: (`open_transport` keeps its own reader alive through the close instead.)
 CANCELLED_CLOSE_PATIENCE: Final = 0.05
 #: Library exceptions that mean "the network or the peer went away".
 _LIBRARY_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, HandshakeError, ConnectionClosed)
@@ -98,8 +98,6 @@ class Transport:
         because it runs while the session is being cancelled; a cancelled close still closes."""
         if self.peer_dead:
             patience = 0.0
-        elif trio.current_effective_deadline() == -math.inf:  # we are being cancelled
-            patience = min(patience, CANCELLED_CLOSE_PATIENCE)
         with trio.move_on_after(patience, shield=True), contextlib.suppress(*_LIBRARY_ERRORS):
             await self._ws.aclose()
 
@@ -111,19 +109,32 @@ async def open_transport(
     """Connect; yield the transport; close politely on the way out. Library errors, wherever they
     surface (the connect, the reader task, the close), leave as `TransportError`."""
     try:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as host:
+            reader: trio.Nursery = await host.start(_outliving_reader_nursery)
             try:
-                ws = await connector(nursery, url, headers)
-            except _LIBRARY_ERRORS as exc:
-                raise mapped(exc) from None
-            transport = Transport(ws)
-            try:
-                yield transport
+                try:
+                    ws = await connector(reader, url, headers)
+                except _LIBRARY_ERRORS as exc:
+                    raise mapped(exc) from None
+                transport = Transport(ws)
+                try:
+                    yield transport
+                finally:
+                    await transport.close(close_timeout)
             finally:
-                await transport.close(close_timeout)
-                nursery.cancel_scope.cancel()  # the library's reader task
+                reader.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _mapped_group(group) from None
+
+
+async def _outliving_reader_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
+    """Where the library's reader task runs: shielded from the session's cancellation, so that a
+    session cancelled from outside (a shutdown, a retired slot) still reads the reply to its close
+    frame; `open_transport` cancels it itself once the close is over."""
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
 
 
 async def connect_tcp(nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:

@@ -65,7 +65,7 @@ async def _until(ws, predicate, limit=5000):
 
 
 async def test_native_client_gets_trades_quotes_and_tickers_from_both_providers(nursery):
-    gateway = await nursery.start(partial(run_gateway, _config(), port=0))
+    gateway = await nursery.start(partial(run_gateway, _config(rate=200), port=0))
     wanted = {("trade", "coinapi"), ("quote", "coinapi"), ("ticker", "luzia")}
     with trio.fail_after(HANG_GUARD):
         async with open_websocket_url(gateway.url()) as ws:
@@ -127,7 +127,7 @@ async def _raw_websocket_that_never_reads(port: int) -> trio.socket.SocketType:
 
 
 async def test_a_slow_client_does_not_delay_a_fast_one_and_is_told_what_it_missed(nursery):
-    gateway = await nursery.start(partial(run_gateway, _config(rate=200, buffer=16), port=0))
+    gateway = await nursery.start(partial(run_gateway, _config(rate=1000, buffer=16), port=0))
     slow = await _raw_websocket_that_never_reads(gateway.port)
     try:
         with trio.fail_after(HANG_GUARD):

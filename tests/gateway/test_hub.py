@@ -217,7 +217,7 @@ _STEPS = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80)
 @given(_STEPS)
 def test_incremental_demand_always_equals_the_whole_plan(steps):
     hub, ca, lz = _hub()

@@ -7,6 +7,7 @@ and never drops control frames, closing once `control_limit` of them pile up bet
 
 from __future__ import annotations
 
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -96,4 +97,5 @@ class OutboxMachine(RuleBasedStateMachine):
         assert self.overflows <= 1
 
 
+OutboxMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40)
 TestOutboxPolicy = OutboxMachine.TestCase

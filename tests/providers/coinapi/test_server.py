@@ -438,7 +438,7 @@ class ServerMachine(RuleBasedStateMachine):
 
 
 TestServerMachine = ServerMachine.TestCase
-TestServerMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestServerMachine.settings = settings(max_examples=40, stateful_step_count=40)
 
 
 @pytest.mark.parametrize("raw", ['{"type":"hello","subscribe_data_type":["trade"]}', b'{"type":"hello","subscribe_data_type":["trade"]}'])

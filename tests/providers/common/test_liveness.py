@@ -1,7 +1,7 @@
 """Staleness per stream (pure) and the idle deadline (fake time)."""
 
 import trio
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.common.liveness import IdleDeadline
@@ -52,7 +52,6 @@ async def test_idle_deadline_moves_forward_with_each_frame(autojump_clock):
     assert trio.current_time() == 37
 
 
-@settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.floats(0, 5)), max_size=40))
 def test_staleness_reports_each_silence_once_and_exactly_at_the_threshold(steps):
     """Against a plain model: a key is stale once `now - last seen >= stale_after`."""

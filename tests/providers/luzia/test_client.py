@@ -5,7 +5,7 @@ put across re-plans. The incremental planner is held to the same rules in test_p
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.common.errors import AuthRejected, ProviderError
@@ -38,7 +38,6 @@ def _channel_of(need) -> str:
     return format_channel(*need)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(needs_st, limits_st, threshold_st)
 def test_plan_respects_limits_and_serves_everything_that_fits(needs, limits, threshold):
     plan = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
@@ -53,7 +52,6 @@ def test_plan_respects_limits_and_serves_everything_that_fits(needs, limits, thr
         assert all(_covered(plan, need) for need in needs)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(needs_st, limits_st, threshold_st)
 def test_an_exchange_is_never_subscribed_both_whole_and_by_symbol(needs, limits, threshold):
     plan = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
@@ -61,7 +59,6 @@ def test_an_exchange_is_never_subscribed_both_whole_and_by_symbol(needs, limits,
     assert not any(parse_channel(c).exchange in wide and parse_channel(c).symbol for c in plan.channels)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(needs_st, threshold_st)
 def test_exchange_wide_is_used_at_the_threshold(needs, threshold):
     plan = plan_subscriptions(needs, TierLimits(25, 500), exchange_wide_threshold=threshold)
@@ -76,7 +73,6 @@ def test_exchange_wide_is_used_at_the_threshold(needs, threshold):
             }
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(needs_st, limits_st, threshold_st)
 def test_replanning_the_same_wants_changes_nothing(needs, limits, threshold):
     first = plan_subscriptions(needs, limits, exchange_wide_threshold=threshold)
@@ -84,7 +80,6 @@ def test_replanning_the_same_wants_changes_nothing(needs, limits, threshold):
     assert again == first
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(st.sets(st.sampled_from(SYMBOLS), min_size=1, max_size=20), st.sampled_from(SYMBOLS))
 def test_adding_a_stream_moves_no_existing_channel(symbols, extra):
     limits = TierLimits(5, 6)
@@ -95,7 +90,6 @@ def test_adding_a_stream_moves_no_existing_channel(symbols, extra):
         assert before <= after
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(st.sets(st.sampled_from(SYMBOLS), min_size=2, max_size=30), st.data())
 def test_shrinking_demand_frees_whole_connections(symbols, data):
     limits = TierLimits(5, 6)

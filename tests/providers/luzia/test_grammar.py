@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.luzia.grammar import Channel, ChannelError, canonical_channel, format_channel, parse_channel
@@ -13,7 +13,6 @@ assets = st.from_regex(r"[A-Z0-9][A-Z0-9.]{0,8}", fullmatch=True)
 symbols = st.builds(lambda b, q: f"{b}/{q}", assets, assets)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(exchanges, st.none() | symbols)
 def test_format_then_parse_round_trips(exchange, symbol):
     text = format_channel(exchange, symbol)
@@ -21,7 +20,6 @@ def test_format_then_parse_round_trips(exchange, symbol):
     assert str(parse_channel(text)) == text
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(exchanges, assets, assets)
 def test_dash_and_lower_case_parse_to_the_canonical_slash_form(exchange, base, quote):
     dashed = f"ticker:{exchange.upper()}:{base.lower()}-{quote.lower()}"
@@ -53,7 +51,6 @@ def test_malformed_channels_are_rejected(text):
         parse_channel(text)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(st.text(max_size=40))
 def test_parse_either_returns_a_canonical_channel_or_raises_channel_error(text):
     try:
@@ -64,7 +61,6 @@ def test_parse_either_returns_a_canonical_channel_or_raises_channel_error(text):
     assert text.startswith("ticker:") and not any(c.isspace() for c in text)
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(st.text(alphabet=" \t\n:/-", max_size=20))
 def test_separators_and_whitespace_alone_are_never_a_channel(text):
     with pytest.raises(ChannelError):

@@ -116,7 +116,7 @@ class PlannerMachine(DemandMachine):
         self.slots, self.serving = slots, serving
 
 
-PlannerMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=40, deadline=None)
+PlannerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=40)
 TestIncrementalPlanner = PlannerMachine.TestCase
 
 
@@ -146,11 +146,10 @@ class AmpleCapacityMachine(DemandMachine):
         assert _planned(self.planner) == reference.channels
 
 
-AmpleCapacityMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=40, deadline=None)
+AmpleCapacityMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=40)
 TestAmpleCapacity = AmpleCapacityMachine.TestCase
 
 
-@settings(deadline=None)
 @given(st.sets(st.sampled_from(SYMBOLS), min_size=1, max_size=20), st.sampled_from(SYMBOLS))
 def test_adding_a_stream_moves_no_existing_channel(symbols, extra):
     planner = Planner(TierLimits(5, 6), threshold=None)

@@ -292,5 +292,5 @@ class ServerMachine(RuleBasedStateMachine):
         assert self.conn.state is (State.OPEN if self.open else State.CLOSED)
 
 
-ServerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+ServerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=30)
 TestServerStateMachine = ServerMachine.TestCase

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.common.errors import MalformedFrame, UnknownMessage
@@ -30,7 +30,6 @@ def _ticker_frame(number: str = "1", data_ts: str = '"2024-01-23T10:13:20.000Z"'
     )
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(decimal_text)
 def test_a_json_number_comes_out_as_the_same_decimal_string(text):
     message = wire.decode_server(_ticker_frame(text))
@@ -40,7 +39,6 @@ def test_a_json_number_comes_out_as_the_same_decimal_string(text):
     assert encoded["last"] == text and encoded["bid"] == text and encoded["ask"] == text
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-10**12, max_value=10**12))
 def test_wire_encode_decode_keeps_any_decimal_exactly(value):
     data = wire.TickerData(last=value)
@@ -48,7 +46,6 @@ def test_wire_encode_decode_keeps_any_decimal_exactly(value):
     assert wire.decode_server(frame).data.last == value
 
 
-@settings(deadline=None)  # no per-example deadline: CI boxes are noisy
 @given(ns_ms)
 def test_iso_and_unix_ms_timestamps_give_the_same_nanoseconds(ns):
     iso = f'"{format_iso_ns(ns, 3)}"'
