@@ -116,7 +116,7 @@ class PlannerMachine(DemandMachine):
         self.slots, self.serving = slots, serving
 
 
-PlannerMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=40)
+PlannerMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=30)
 TestIncrementalPlanner = PlannerMachine.TestCase
 
 
@@ -146,7 +146,7 @@ class AmpleCapacityMachine(DemandMachine):
         assert _planned(self.planner) == reference.channels
 
 
-AmpleCapacityMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=40)
+AmpleCapacityMachine.TestCase.settings = settings(max_examples=10, stateful_step_count=30)
 TestAmpleCapacity = AmpleCapacityMachine.TestCase
 
 
