@@ -148,7 +148,7 @@ async def run_gateway(
                 url, connector = routes[name]
                 make = KINDS[provider.kind].make_adapter
                 adapters[name] = make(name, url, keys[name], hub.publish, provider.policy, connector)
-                hub.add_source(adapters[name])
+            hub.add_sources(adapters.values())
             running: _Upstream = await nursery.start(_run_upstream, list(adapters.values()), emulators_may_stop)
         except BaseException:
             emulators_may_stop.set()

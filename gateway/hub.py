@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Protocol
 
@@ -100,8 +100,13 @@ class CodecSubscriber:
 
     def deliver(self, event: MarketEvent, stream: Stream, frames: Frames) -> None:
         data = frames.of(self.codec)
-        if data is not None:
-            queue_market(self.outbox, event, stream, data)
+        if data is None:
+            return
+        # `queue_market`, inlined: this runs once per event per client.
+        if stream.datatype == "trade":
+            self.outbox.put_trade(stream, data, event.ts_exchange or event.ts_gateway)
+        else:
+            self.outbox.put_latest(stream, data)
 
     def notify(self, event: Status | Gap, frames: Frames) -> None:
         data = frames.of(self.codec)
@@ -132,8 +137,13 @@ class Hub:
         self.events_unrouted = 0
 
     def add_source(self, source: Source) -> None:
-        """Sources are added after the hub exists, because the hub's `publish` is their sink."""
-        self.sources[source.name] = source
+        self.add_sources([source])
+
+    def add_sources(self, sources: Iterable[Source]) -> None:
+        """Sources are added after the hub exists, because the hub's `publish` is their sink.
+        Added together, they are routed once: no data type is first given to a stand-in."""
+        for source in sources:
+            self.sources[source.name] = source
         self.refresh_routes()
 
     def add_tap(self, tap: Tap) -> None:
@@ -303,13 +313,15 @@ class Hub:
             return
         for tap in self._taps:
             tap.on_event(event)
-        stream = Stream(datatype, market.exchange, market.symbol)
-        clients = self._clients
-        exact = clients.get(stream)  # type: ignore[call-overload]  # a Stream is an equal tuple
-        wide = clients.get(StreamKey(datatype, market.exchange, None))
-        every = clients.get(StreamKey(datatype, None, None))
+        exchange = market.exchange
+        clients: dict[tuple[str, str | None, str | None], Clients] = self._clients  # type: ignore[assignment]
+        # Plain tuples: equal to the StreamKeys they look up, and cheaper to build on this path.
+        exact = clients.get((datatype, exchange, market.symbol))
+        wide = clients.get((datatype, exchange, None))
+        every = clients.get((datatype, None, None))
         if not (exact or wide or every):
             return
+        stream = Stream(datatype, exchange, market.symbol)
         frames = Frames(event)
         if exact:
             for client in exact:

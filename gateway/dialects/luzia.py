@@ -128,8 +128,10 @@ class LuziaSession(CodecSubscriber):
         self._apply(self.conn.receive(message, self.endpoint.clock_ns()))
 
     def _apply(self, out: Output) -> None:
-        for reply in out.replies:  # first: a `subscribed` precedes the stream's first ticker
-            self.outbox.put_control(_frame(reply))
+        if out.replies:  # first: a `subscribed` precedes the stream's first ticker
+            # One request's answers are one control item: a request naming a thousand channels is
+            # answered in full, however low the outbox's bound on replies a client leaves unread.
+            self.outbox.put_control(b"".join(_frame(reply) for reply in out.replies))
         self._release(out.removed)
         if out.added:
             with self.hub.batch():  # all the streams of one request: one update per source

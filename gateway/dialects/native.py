@@ -164,10 +164,16 @@ class NativeSession(CodecSubscriber):
         self.codec = codec
         self.max_subscriptions = max_subscriptions
         self.subscriptions: set[StreamKey] = set()
+        self._replies: list[bytes] = []  # the replies of the request being answered
 
     def on_message(self, message: str | bytes) -> None:
-        with self.hub.batch():  # one re-plan for all the streams this changes
+        with self.hub.batch():  # one update per source for all the streams this changes
+            self._replies = []
             self._on_message(message)
+            # One request's replies are one control item: a thousand-channel subscribe is answered
+            # in full, however low the outbox's bound on replies a client leaves unread.
+            if self._replies:
+                self.outbox.put_control(b"".join(self._replies))
 
     def _on_message(self, message: str | bytes) -> None:
         try:
@@ -214,7 +220,7 @@ class NativeSession(CodecSubscriber):
         self._reply(Unsubscribed(channel=key.channel()))
 
     def _reply(self, reply: Reply) -> None:
-        self.outbox.put_control(self.codec.encode(reply))
+        self._replies.append(self.codec.encode(reply))
 
     def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]:
         now = time.time_ns()

@@ -9,6 +9,7 @@ from gateway.router import plan
 from schemas import Gap, Status
 from schemas.streams import StreamKey
 from tests.gateway.fakes import CountingCodec, FakeAdapter, FakeClient, RecordingTap, quote, trade
+from tests.support.frames import payloads
 
 BTC_TRADES = StreamKey("trade", "binance", "BTC/USDT")
 BTC_QUOTES = StreamKey("quote", "binance", "BTC/USDT")
@@ -27,7 +28,7 @@ def _hub(ca_usable=True):
 
 def _decoded(client):
     frames, _ = client.outbox.take()
-    return [msgspec.json.decode(f[2:] if f[1] < 126 else f[4:]) for f in frames]
+    return [msgspec.json.decode(p) for p in payloads(frames)]
 
 
 def test_many_clients_on_one_stream_are_one_upstream_subscription():

@@ -21,6 +21,7 @@ from providers.luzia.denormalize import ticker_data
 from schemas import Gap, Quote, Status, Ticker
 from schemas.streams import StreamKey
 from tests.gateway.fakes import FakeAdapter
+from tests.support.frames import payloads
 
 T0 = 1_706_004_800_000_000_000  # 2024-01-23T10:13:20Z
 
@@ -52,7 +53,7 @@ class FakePeer:
 
     def sent(self) -> list[dict]:
         frames, _ = self.outbox.take()
-        return [json.loads(payload(f)) for f in frames]
+        return [json.loads(p) for p in payloads(frames)]
 
 
 class Request:

@@ -225,3 +225,18 @@ async def test_two_luzia_clients_share_one_upstream_subscription(autojump_clock,
             await trio.testing.wait_all_tasks_blocked()
             assert luzia.active_channels() == Counter({"ticker:binance:ETH/USDT": 1})  # b still wants it
         await luzia.stats.wait_for(lambda: not luzia.active_channels())  # both gone: released
+
+
+async def test_a_request_naming_more_channels_than_replies_may_pile_up_is_answered_in_full(autojump_clock, nursery):
+    """Every channel gets its answer even when one request names more channels than the outbox
+    lets unread replies pile up (1024): one request's answers are one control item."""
+    gateway = await start(nursery)
+    with trio.fail_after(HANG_GUARD):
+        async with gateway.websocket(PATH) as ws:
+            await receive(ws)  # connected (limit 3)
+            channels = [f"ticker:binance:C{i}-USDT" for i in range(1100)]
+            await send(ws, {"type": "subscribe", "channels": channels})
+            answers = await replies(ws, 1100)
+            await send(ws, {"type": "ping"})
+            assert (await receive(ws))["type"] == "pong"  # still connected
+    assert Counter(a.get("code", a["type"]) for a in answers) == {"subscribed": 3, "SUBSCRIPTION_LIMIT": 1097}

@@ -8,6 +8,7 @@ from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
 from schemas.streams import Stream, StreamKey
 from tests.gateway.fakes import FakeAdapter
+from tests.support.frames import payloads
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ def _session(max_subscriptions=10):
 
 def _replies(session):
     frames, _ = session.outbox.take()
-    return [msgspec.json.decode(f[2:] if f[1] < 126 else f[4:]) for f in frames]
+    return [msgspec.json.decode(p) for p in payloads(frames)]
 
 
 def test_subscribe_replies_per_channel_with_the_canonical_name():

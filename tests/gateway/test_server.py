@@ -227,3 +227,17 @@ async def test_a_client_that_pings_but_never_reads_is_cut_off(loopback):
         except OSError:
             pass
     sock.close()
+
+
+async def test_a_subscribe_of_more_channels_than_replies_may_pile_up_is_answered_in_full(gateway):
+    """One request's replies are one control item, so a request naming more channels than the
+    outbox lets unread replies pile up (1024) is answered channel by channel, not cut off."""
+    _, _, client = gateway
+    channels = [f"trade:binance:C{i}/USDT" for i in range(1030)]
+    async with client.websocket("/stream") as ws:
+        await ws.send_message(json.dumps({"type": "subscribe", "channels": channels}))
+        answers = [json.loads(await ws.get_message()) for _ in channels]
+        await ws.send_message('{"type":"ping"}')
+        assert json.loads(await ws.get_message())["type"] == "pong"
+    assert [a["type"] for a in answers[:1000]] == ["subscribed"] * 1000  # max_subscriptions_per_client
+    assert {a.get("code") for a in answers[1000:]} == {"SUBSCRIPTION_LIMIT"}
