@@ -76,10 +76,12 @@ class RequestError(ValueError):
 
 def parse_request(message: str | bytes, *, msgpack: bool = False) -> ClientRequest:
     """Decode one client message; RequestError says which error code it earns."""
+    as_msgpack = msgpack and isinstance(message, bytes)
     try:
-        raw = msgspec.msgpack.decode(message) if msgpack and isinstance(message, bytes) else msgspec.json.decode(message)
+        raw = msgspec.msgpack.decode(message) if as_msgpack else msgspec.json.decode(message)
     except msgspec.DecodeError:
-        raise RequestError("INVALID_JSON", "message is not valid JSON") from None
+        # One code for "cannot be decoded" in either format; the text says which format was expected.
+        raise RequestError("INVALID_JSON", f"message is not valid {'MessagePack' if as_msgpack else 'JSON'}") from None
     if not isinstance(raw, dict):
         raise RequestError("INVALID_REQUEST", "message must be an object with a 'type'")
     kind = raw.get("type")

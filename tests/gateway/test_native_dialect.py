@@ -36,6 +36,15 @@ def test_good_messages_parse():
     assert parse_request(packed, msgpack=True) == Subscribe(["quote:kraken"])
 
 
+def test_undecodable_messages_name_the_format_expected():
+    with pytest.raises(RequestError) as info:
+        parse_request(b"\xc1", msgpack=True)  # 0xc1 is never valid MessagePack
+    assert (info.value.code, str(info.value)) == ("INVALID_JSON", "message is not valid MessagePack")
+    with pytest.raises(RequestError) as info:
+        parse_request("{", msgpack=True)  # a text frame on a msgpack stream is still read as JSON
+    assert str(info.value) == "message is not valid JSON"
+
+
 def _session(max_subscriptions=10):
     hub = Hub({"trade": ["ca"]})
     adapter = FakeAdapter("ca", {"trade"})
