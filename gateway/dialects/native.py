@@ -78,7 +78,7 @@ def parse_request(message: str | bytes, *, msgpack: bool = False) -> ClientReque
     """Decode one client message; RequestError says which error code it earns."""
     as_msgpack = msgpack and isinstance(message, bytes)
     try:
-        raw = msgspec.msgpack.decode(message) if as_msgpack else msgspec.json.decode(message)
+        raw = msgspec.msgpack.decode(message) if isinstance(message, bytes) and msgpack else msgspec.json.decode(message)
     except msgspec.DecodeError:
         # One code for "cannot be decoded" in either format; the text says which format was expected.
         raise RequestError("INVALID_JSON", f"message is not valid {'MessagePack' if as_msgpack else 'JSON'}") from None
