@@ -10,6 +10,7 @@ Parsing is pure (`parse_request`); `NativeSession` applies requests to the hub a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Final, Literal
 
 import msgspec
@@ -160,8 +161,11 @@ class NativeEndpoint:
 class NativeSession(CodecSubscriber):
     codec: NativeCodec
 
-    def __init__(self, hub: Hub, outbox: Outbox, codec: NativeCodec, max_subscriptions: int) -> None:
+    def __init__(
+        self, hub: Hub, outbox: Outbox, codec: NativeCodec, max_subscriptions: int, *, clock_ns: Callable[[], int] = time.time_ns
+    ) -> None:
         self.hub = hub
+        self._clock_ns = clock_ns
         self.outbox = outbox
         self.codec = codec
         self.max_subscriptions = max_subscriptions
@@ -184,7 +188,7 @@ class NativeSession(CodecSubscriber):
             self._reply(Error(code=exc.code, message=str(exc)))
             return
         if isinstance(request, Ping):
-            self._reply(Pong(ts_gateway=time.time_ns()))
+            self._reply(Pong(ts_gateway=self._clock_ns()))
         elif isinstance(request, Subscribe):
             for channel in request.channels:
                 self._subscribe(channel)
@@ -225,7 +229,7 @@ class NativeSession(CodecSubscriber):
         self._replies.append(self.codec.encode(reply))
 
     def gap_frames(self, dropped: list[DroppedWindow]) -> list[bytes]:
-        now = time.time_ns()
+        now = self._clock_ns()
         frames = []
         for window in dropped:
             stream = window.key

@@ -49,7 +49,8 @@ def _session(max_subscriptions=10):
     hub = Hub({"trade": ["ca"]})
     adapter = FakeAdapter("ca", {"trade"})
     hub.add_source(adapter)
-    return NativeSession(hub, Outbox(limit=100), CODECS["json"], max_subscriptions), adapter
+    clock = iter(range(1_000, 10**6, 1_000)).__next__  # the wall clock, injected: exact times
+    return NativeSession(hub, Outbox(limit=100), CODECS["json"], max_subscriptions, clock_ns=clock), adapter
 
 
 def _replies(session):
@@ -90,9 +91,10 @@ def test_ping_gets_pong_and_gaps_name_the_window():
     session, _ = _session()
     session.on_message('{"type":"ping"}')
     (pong,) = _replies(session)
-    assert pong["type"] == "pong" and pong["ts_gateway"] > 0
+    assert pong == {"type": "pong", "ts_gateway": 1_000}
     session.hub.serving["trade"] = "ca"
     (frame,) = session.gap_frames([DroppedWindow(Stream("trade", "binance", "BTC/USDT"), 5, 9, 3)])
     gap = msgspec.json.decode(frame[2:] if frame[1] < 126 else frame[4:])
     assert (gap["type"], gap["cause"], gap["from_ts"], gap["to_ts"], gap["missed"], gap["provider"]) == (
         "gap", "client_overflow", 5, 9, 3, "ca")
+    assert gap["ts_gateway"] == 2_000
