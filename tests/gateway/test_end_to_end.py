@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -23,6 +22,7 @@ from gateway.app import run_gateway
 from gateway.config import parse
 from schemas.streams import StreamKey
 from tests.support.gateway import start_memory_gateway
+from tests.support.raw import masked_frame, upgraded_socket
 
 HANG_GUARD = 30  # seconds; generous for a loaded 2-core CI box
 
@@ -113,16 +113,8 @@ async def test_two_clients_on_one_stream_are_one_upstream_subscription(autojump_
 
 async def _raw_websocket_that_never_reads(port: int) -> trio.socket.SocketType:
     """A client that subscribes and then stops reading, with the smallest receive buffer."""
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    await sock.send(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await sock.recv(1)
-    payload = b'{"type":"subscribe","channels":["trade:binance"]}'
-    await sock.send(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+    sock = await upgraded_socket(port)
+    await sock.send(masked_frame(0x1, b'{"type":"subscribe","channels":["trade:binance"]}'))
     return sock
 
 

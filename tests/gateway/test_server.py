@@ -21,6 +21,7 @@ from gateway.hub import Hub
 from gateway.server import Server
 from tests.gateway.fakes import FakeAdapter, quote, trade
 from tests.support.gateway import MemoryClient
+from tests.support.raw import masked_frame, upgraded_socket
 
 CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrade = ["ca"]\nquote = ["ca"]')
 
@@ -211,15 +212,8 @@ async def test_a_client_that_pings_but_never_reads_is_cut_off(loopback):
     """Pongs are control frames: bounded like the rest, or a ping flood would grow memory forever.
     (A real socket: the point is a kernel receive buffer that fills up.)"""
     _, _, port = loopback
-    sock = trio.socket.socket()
-    sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    await sock.send(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await sock.recv(1)
-    ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125  # masked (zero mask) ping, 125-byte payload
+    sock = await upgraded_socket(port)
+    ping = masked_frame(0x9, b"p" * 125)  # the largest ping a client may send
     with trio.fail_after(30):
         try:
             while True:  # the gateway must hang up on us before we run out of patience
