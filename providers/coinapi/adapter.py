@@ -169,6 +169,12 @@ class CoinApiAdapter:
     # ------------------------------------------------------------------ session and links
 
     async def _session(self, mark_healthy: Callable[[], None]) -> None:
+        if self._refused and not self._router.wanted:
+            # The key's retry time came, but the routes moved our demand elsewhere meanwhile, and
+            # CoinAPI judges a key only on a hello, which needs a scope: become usable again and
+            # say so, so the routes may send the demand back; that connection tries the key.
+            self._refused = False
+            self._status("recovered", reason="ready to try the key again")
         await self._until_wanted()
         self._mark_healthy, self._session_connected = mark_healthy, False
         try:
@@ -299,8 +305,9 @@ class CoinApiAdapter:
 
     def _error(self, text: str) -> Exception:
         """CoinAPI errors are terminal; a refused key must not be hammered."""
+        refused = "invalid api key" in text.lower()  # read before redaction, which may change words
         text = self._redact(text)
-        if "invalid api key" in text.lower():
+        if refused:
             return AuthRejected(text)
         return ProviderError(f"provider error: {text}")
 

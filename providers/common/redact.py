@@ -3,7 +3,8 @@
 One `Redactor` per adapter, built from its key: every text a provider or a library produced goes
 through it before it is logged or kept. Case does not matter (a server may echo the key upper-
 cased), and neither does truncation: any run of `MIN_ECHO` or more characters of the key is
-masked too, because error texts often echo a cut-off key.
+masked too, because error texts often echo a cut-off key. Decide what a text *means* before
+redacting it (redaction may change words that happen to contain the key).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ class Redactor:
         return None if text is None else self(text)
 
 
+#: Characters a key is made of: a short key is masked only where it stands on its own, so that a
+#: one-letter test key does not eat every "k" of "Invalid API key".
+_KEY_CHARS: Final = r"A-Za-z0-9_\-"
+
+
 def _pattern(secret: str) -> re.Pattern[str]:
     """The key itself, or any piece of it of MIN_ECHO or more characters, longest first."""
     n = len(secret)
     if n <= MIN_ECHO:
-        return re.compile(re.escape(secret), re.IGNORECASE)
+        alone = rf"(?<![{_KEY_CHARS}]){re.escape(secret)}(?![{_KEY_CHARS}])"
+        return re.compile(alone, re.IGNORECASE)
     pieces = {secret[i:j] for i in range(n) for j in range(i + MIN_ECHO, n + 1)}
     # Bounded: a key is at most a few hundred characters (checked where keys are read).
     alternatives = sorted(pieces, key=len, reverse=True)

@@ -484,8 +484,9 @@ def session_error(message: wire.Error, redact: Callable[[str], str]) -> Exceptio
     and retry); only the message text tells them apart. SERVER_SHUTDOWN: reconnect shortly.
     """
     if message.code == "CONNECTION_REJECTED":
-        text = redact(message.message or "connection rejected")
-        if "limit" in text.lower():
+        raw = message.message or "connection rejected"
+        text = redact(raw)
+        if "limit" in raw.lower():  # read before redaction, which may change words
             return ProviderError(f"CONNECTION_REJECTED: {text}")
         return AuthRejected(f"CONNECTION_REJECTED: {text}")
     if message.code == "SERVER_SHUTDOWN":

@@ -1,15 +1,23 @@
 """The hub: shared upstream demand, routing by data type, encode-once fan-out, no blocking."""
 
+import random
+
 import msgspec
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.hub import Hub
 from gateway.router import plan
+from providers.coinapi.adapter import CoinApiAdapter
+from providers.coinapi.emulator import CoinApiEmulator
+from providers.coinapi.policy import CoinApiPolicy
+from providers.common.emulator import FaultScript
 from schemas import Gap, Status
 from schemas.streams import StreamKey
 from tests.gateway.fakes import CountingCodec, FakeAdapter, FakeClient, RecordingTap, quote, trade
 from tests.support.frames import payloads
+from tests.support.memory import memory_connector
 
 BTC_TRADES = StreamKey("trade", "binance", "BTC/USDT")
 BTC_QUOTES = StreamKey("quote", "binance", "BTC/USDT")
@@ -247,3 +255,28 @@ def test_incremental_demand_always_equals_the_whole_plan(steps):
     expected = plan(hub.demand(), ROUTES, [ca, lz])
     assert hub.serving == expected.serving
     assert {"ca": ca.wanted, "lz": lz.wanted} == expected.wanted
+
+
+async def test_a_refused_provider_gets_its_demand_back_when_its_key_retry_comes(autojump_clock, nursery):
+    """Routes moved quotes to `lz` when `ca` refused our key; at the key's retry time `ca` says it
+    is ready again, the routes hand the demand back, and that connection finds the key accepted."""
+    emulator = CoinApiEmulator(rate=4)
+    emulator.faults.add(FaultScript(reject_key=True))  # refused once (a revoked key, re-enabled later)
+    hub = Hub({"quote": ["ca", "lz"]})
+    ca = CoinApiAdapter("ca", url="ws://ca.test/v1/", api_key="k", sink=hub.publish, rng=random.Random(1),
+                        policy=CoinApiPolicy(auth_retry=60.0, ping_interval=None),
+                        connector=memory_connector(emulator.handle_stream, nursery))
+    lz = FakeAdapter("lz", {"quote"})
+    hub.add_sources([ca, lz])
+    client = FakeClient(CountingCodec())
+    hub.subscribe(client, BTC_QUOTES)
+    await nursery.start(ca.run)
+    await trio.sleep(1)
+    assert hub.serving["quote"] == "lz" and lz.wanted == {BTC_QUOTES}
+    await trio.sleep(60)  # the retry comes round at 60 s
+    assert hub.serving["quote"] == "ca" and lz.wanted == frozenset() and ca.usable
+    told = [(e["state"], e["reason"]) for e in _decoded(client) if e["type"] == "status"]
+    assert told[0] == ("rejected", "AuthRejected: Invalid API key")
+    assert ("connected", "quote now served by lz") in told and ("connected", "quote now served by ca") in told
+    hub.publish(quote(provider="ca"))
+    assert [e["provider"] for e in _decoded(client)] == ["ca"]
