@@ -1,7 +1,7 @@
 """What both emulators share: scripted faults, counters tests can assert on, and the TCP listener.
 
 An emulator is a stream handler (`async def handle_stream(stream)`) so the same code serves a real
-socket (`serve_tcp`) and an in-memory stream under fake time (`transport.memory_connector`).
+socket (`serve_tcp`) and an in-memory stream under fake time (`tests.support.memory.memory_connector`).
 Faults are scripted per connection: each new connection takes the next `FaultScript` from the
 queue (none left: it behaves).
 """
