@@ -132,6 +132,8 @@ class Hub:
         self._added: set[StreamKey] = set()  # demand changes not yet told to the sources
         self._removed: set[StreamKey] = set()
         self._batch_depth = 0
+        self._settling = False  # `_settle` is telling sources now
+        self._reroute_wanted = False
         self._taps: list[Tap] = []
         self.events_in = 0
         self.events_unrouted = 0
@@ -180,7 +182,7 @@ class Hub:
         finally:
             self._batch_depth -= 1
             if self._batch_depth == 0:
-                self._flush()
+                self._settle()
 
     def subscribe(self, client: Subscriber, key: StreamKey) -> None:
         clients = self._clients.get(key)
@@ -260,7 +262,27 @@ class Hub:
 
     def _changed(self) -> None:
         if not self._batch_depth:
-            self._flush()
+            self._settle()
+
+    def _settle(self) -> None:
+        """Tell the sources what changed, and re-route as often as pushed health asks, until
+        nothing is left to do. Never re-entered: a source may publish, subscribe or push its
+        health from inside `update_wanted`; that is only recorded, and handled by this loop next,
+        so no source is ever told a split worked out before the routes changed."""
+        if self._settling:
+            return
+        self._settling = True
+        try:
+            while True:
+                if self._reroute_wanted:
+                    self._reroute_wanted = False
+                    self._reroute()
+                elif self._added or self._removed:
+                    self._flush()
+                else:
+                    return
+        finally:
+            self._settling = False
 
     def _flush(self) -> None:
         """Tell each source what changed for it since the last flush."""
@@ -276,6 +298,10 @@ class Hub:
     def refresh_routes(self) -> None:
         """Re-choose the serving source of each data type from the sources' `usable`; move the
         demand of each data type whose source changed, and tell its clients."""
+        self._reroute_wanted = True
+        self._settle()
+
+    def _reroute(self) -> None:
         self._flush()  # pending changes belong to the sources serving now
         serving = choose_providers(self.routes, self.sources.values())
         changed = [dt for dt, name in serving.items() if self.serving.get(dt) != name]

@@ -162,6 +162,11 @@ class TickerWatches:
                 self._refusals.pop(key, None)
                 self.hub.release(key)
                 released.append(key)
+                # Whoever still waits on it stops (it is no longer watched), and nothing is kept
+                # for it: the waiters are bounded by the watched streams.
+                waiter = self._waiters.pop(_spot(key), None)
+                if waiter is not None:
+                    waiter.set()
         for key in released:  # their values go with them: nothing stale is ever served
             for instrument in self._instruments_of(key):
                 if not self._covered(instrument):

@@ -262,8 +262,17 @@ class CoinApiAdapter:
             with contextlib.suppress(TransportError):  # the connection's reader reports it
                 await self._bring_up_to_date()
 
+    def _target_link(self) -> Connection | None:
+        """Where scope updates go: the active connection; before any is active, the only live one
+        (opened while the demand came and went, it has said nothing yet, so no frame will ever
+        make it active unless it is told the demand that came back)."""
+        if self._active is not None:
+            return self._active
+        live = [link for link in self._links if not link.retired]
+        return live[0] if len(live) == 1 else None
+
     async def _bring_up_to_date(self) -> None:
-        while (link := self._active) is not None and self._planner.pending(link.scope):
+        while (link := self._target_link()) is not None and self._planner.pending(link.scope):
             delay = self._limiter.delay(trio.current_time())
             if delay > 0:
                 await trio.sleep(delay)  # then look again: more may have changed meanwhile

@@ -33,6 +33,7 @@ collapsed to fit goes back to symbol channels when one of its own needs changes 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence, Set
 from typing import Final
 
@@ -42,6 +43,9 @@ from providers.luzia.grammar import Need, TierLimits, format_channel, parse_chan
 
 #: Channels per subscribe frame: keeps frames small on Enterprise (500 per connection).
 SUBSCRIBE_BATCH: Final = 50
+#: Answers one connection may be owed at once: many times a connection's subscriptions (500 on
+#: Enterprise), so only a server that stopped answering altogether ever reaches it.
+MAX_AWAITED_ANSWERS: Final = 8192
 DEFAULT_URL: Final = "wss://api.luzia.dev/v1/ws"
 
 
@@ -427,15 +431,19 @@ def _discard(index: dict[str, set[str]], exchange: str, symbol: str) -> None:
 class Subscriptions:
     """What was sent and confirmed on one connection.
 
-    Luzia answers every channel of a subscribe in order, with `subscribed` or an error that does
-    not name the channel; so an error is blamed on the channel it names in its text, else on the
-    oldest unanswered subscribe.
+    Luzia answers every channel of every request, in order, with `subscribed` / `unsubscribed` or
+    an error that does not reliably name the channel. So the connection keeps the answers it is
+    owed, in order (`awaiting`): an error answers the head of that queue. An error that answers an
+    unsubscribe (Luzia refuses to unsubscribe a channel it does not know) blames nobody; one that
+    answers a subscribe blames exactly that channel, never another request's.
     """
 
     def __init__(self) -> None:
         self.sent: dict[str, None] = {}  # channels we want subscribed here (ordered set)
         self.pending: dict[str, None] = {}  # subscribes not yet answered, oldest first
         self.confirmed: set[str] = set()  # what the server counts against our limit
+        # The answers owed, oldest first; bounded, so a server that answers nothing cannot grow it.
+        self.awaiting: deque[tuple[str, str]] = deque(maxlen=MAX_AWAITED_ANSWERS)
 
     def sync(self, desired: Set[str]) -> list[wire.Subscribe | wire.Unsubscribe]:
         """The messages that make the connection carry `desired`: unsubscribes first (to free
@@ -446,31 +454,49 @@ class Subscriptions:
         for batch in _batches(drop):
             for channel in batch:
                 del self.sent[channel]
+                self.awaiting.append(("unsubscribe", channel))
             messages.append(wire.Unsubscribe(channels=batch))
         for batch in _batches(add):
             for channel in batch:
                 self.sent[channel] = self.pending[channel] = None
+                self.awaiting.append(("subscribe", channel))
             messages.append(wire.Subscribe(channels=batch))
         return messages
 
     def subscribed(self, channel: str) -> None:
+        self._answered("subscribe", channel)
         self.pending.pop(channel, None)
         self.confirmed.add(channel)
 
     def unsubscribed(self, channel: str) -> None:
+        self._answered("unsubscribe", channel)
         self.confirmed.discard(channel)
 
     def blame(self, text: str | None) -> str | None:
-        """The subscribe an error answers: the longest pending channel its text names, else the oldest."""
-        named = [c for c in self.pending if text and c in text]
-        if named:
-            return max(named, key=len)
-        return next(iter(self.pending), None)
+        """The subscribe an error answers (the head of the answers owed), or None. An error that
+        answers an unsubscribe is consumed here: that channel is gone either way."""
+        if not self.awaiting:
+            return None
+        operation, channel = self.awaiting[0]
+        if operation == "unsubscribe":
+            self.awaiting.popleft()
+            self.confirmed.discard(channel)
+            return None
+        return channel
 
     def refused(self, channel: str) -> None:
         """The server said no to this channel: it is neither pending nor subscribed here."""
+        self._answered("subscribe", channel)
         self.pending.pop(channel, None)
         self.sent.pop(channel, None)
+
+    def _answered(self, operation: str, channel: str) -> None:
+        """Drop the answer owed for (operation, channel): the head, unless the server skipped one."""
+        owed = (operation, channel)
+        if self.awaiting and self.awaiting[0] == owed:
+            self.awaiting.popleft()
+        elif owed in self.awaiting:
+            self.awaiting.remove(owed)
 
 
 def _batches(channels: list[str]) -> list[list[str]]:

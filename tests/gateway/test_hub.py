@@ -3,6 +3,7 @@
 import random
 
 import msgspec
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -280,3 +281,39 @@ async def test_a_refused_provider_gets_its_demand_back_when_its_key_retry_comes(
     assert ("connected", "quote now served by lz") in told and ("connected", "quote now served by ca") in told
     hub.publish(quote(provider="ca"))
     assert [e["provider"] for e in _decoded(client)] == ["ca"]
+
+
+class _PushesFromInside(FakeAdapter):
+    """A source that, the first time any source is told its demand, finds the *other* source's
+    key refused and pushes that health at once: from inside `update_wanted`."""
+
+    pushed = False  # shared: only the first call, whichever source the hub tells first
+
+    def __init__(self, name, datatypes, hub):
+        super().__init__(name, datatypes)
+        self.hub = hub
+
+    def update_wanted(self, added, removed):
+        super().update_wanted(added, removed)
+        if not _PushesFromInside.pushed:
+            _PushesFromInside.pushed = True
+            other = self.hub.sources["lz" if self.name == "ca" else "ca"]
+            other.usable = False
+            self.hub.publish(Status(provider=other.name, ts_gateway=1, state="rejected"))
+
+
+@pytest.mark.parametrize("first", ["ca", "lz"])
+def test_health_pushed_from_inside_update_wanted_still_settles_to_the_whole_plan(first):
+    routes = {"quote": ["ca", "lz"], "ticker": ["lz", "ca"]}
+    hub = Hub(routes)
+    _PushesFromInside.pushed = False
+    ca, lz = _PushesFromInside("ca", {"quote", "ticker"}, hub), _PushesFromInside("lz", {"quote", "ticker"}, hub)
+    hub.add_sources([ca, lz] if first == "ca" else [lz, ca])
+    client = FakeClient(CountingCodec())
+    with hub.batch():
+        hub.subscribe(client, BTC_QUOTES)
+        hub.subscribe(client, StreamKey("ticker", "binance", "BTC/USDT"))
+    expected = plan(hub.demand(), routes, [ca, lz])
+    assert _PushesFromInside.pushed
+    assert hub.serving == expected.serving
+    assert {"ca": ca.wanted, "lz": lz.wanted} == expected.wanted

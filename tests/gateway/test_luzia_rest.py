@@ -271,3 +271,20 @@ def test_the_tap_keeps_only_watched_tickers_and_notes_every_exchange_tickers_com
     assert "bitstamp" not in watches.exchanges
     watches.release_expired(math.inf)
     assert adapter.wanted == frozenset() and not watches.latest
+
+
+async def test_a_symbol_that_never_gets_data_leaves_nothing_behind_when_its_watch_ends(autojump_clock, nursery, hub_and_adapter):
+    """Polling symbols that never get a value must not grow anything: a released watch takes its
+    waiter with it, and whoever still waits on it stops waiting."""
+    hub, _ = hub_and_adapter
+    watches = TickerWatches(hub, keepalive=5.0)
+    await nursery.start(watches.run)
+    keys = [StreamKey("ticker", "binance", f"C{i}/USDT") for i in range(50)]
+    watches.watch(keys, trio.current_time())
+    await watches.wait_first(keys, deadline=trio.current_time() + 1.0)  # nothing comes
+    assert trio.current_time() == 1.0
+    late = StreamKey("ticker", "binance", "LATE/USDT")
+    watches.watch([late], trio.current_time())
+    await watches.wait_first([late], deadline=100.0)  # its watch ends (at 6 s) before the deadline
+    assert trio.current_time() == 6.0
+    assert not len(watches) and not watches._waiters

@@ -416,3 +416,24 @@ async def test_one_more_stream_is_one_subscribe_of_just_it(autojump_clock, nurse
     assert emulator.connections[0].messages[-1]["type"] == "hello"
     assert emulator.connections[0].messages[-1]["subscribe_filter_symbol_id"] == ["BITSTAMP_SPOT_BTC_USD$"]
     assert adapter.health().subscriptions == 1 and adapter.health().wanted == 1
+
+
+@pytest.mark.parametrize("checkpoints", range(12))
+async def test_demand_that_leaves_and_returns_while_the_first_connection_opens_is_sent(
+    autojump_clock, nursery, make_adapter, recorder, checkpoints
+) -> None:
+    """Gone before the first hello (so it said nothing) and back: the returning demand goes out on
+    that connection at once, instead of waiting for its idle timeout and a reconnect."""
+    adapter = make_adapter()
+    await nursery.start(adapter.run)
+    adapter.update_wanted({KRAKEN}, set())
+    for _ in range(checkpoints):  # how far the opening got when the demand left
+        await trio.lowlevel.checkpoint()
+    adapter.update_wanted(set(), {KRAKEN})
+    await trio.sleep(0.001)
+    back_at = trio.current_time()
+    adapter.update_wanted({KRAKEN}, set())
+    await trio.sleep(1.0)
+    first = recorder.when(Trade)
+    assert first and first[0] - back_at < 1.0  # the coalescing delay and a market step, not 10 s
+    assert adapter.health().reconnects == 0

@@ -316,3 +316,24 @@ def test_configuration_errors_fail_at_construction():
         LuziaAdapter("lz", api_key=KEY, sink=print, policy=LuziaPolicy(tier="gold"))
     with pytest.raises(ValueError, match="api_key is empty"):
         LuziaAdapter("lz", api_key="", sink=print)
+
+
+async def test_an_unknown_channel_dropped_before_its_answer_does_not_take_the_next_one_down(
+    autojump_clock, nursery, make_adapter, recorder, emulator
+):
+    """An unknown channel, unwanted again before the server answered, earns two INVALID_CHANNEL
+    answers (its subscribe, then its unsubscribe); the second must not be blamed on the channel
+    subscribed in the same sync, which the server accepts."""
+    bad, good = StreamKey("ticker", "binance", "NOPE/USDT"), StreamKey("ticker", "kraken", "BTC/USD")
+    adapter = await _start(nursery, make_adapter(), BTC)
+    await emulator.stats.wait_for(lambda: bool(emulator.active_channels()))
+    adapter.update_wanted({bad}, set())
+    for _ in range(2):  # the subscribe is sent; its answer is not in yet
+        await trio.lowlevel.checkpoint()
+    adapter.update_wanted({good}, {bad})
+    await trio.sleep(5)
+    assert not recorder.matching(is_status("rejected", good.channel()))
+    assert set(emulator.active_channels()) == {BTC.channel(), good.channel()}
+    adapter.update_wanted(set(), {good})
+    await trio.sleep(5)
+    assert set(emulator.active_channels()) == {BTC.channel()}  # nothing left behind upstream

@@ -203,3 +203,19 @@ def test_other_errors_leave_the_session_alone():
 )
 def test_websocket_url_follows_the_sdk_rule(base, url):
     assert websocket_url(base) == url
+
+
+def test_an_error_answering_an_unsubscribe_blames_nobody_and_never_another_requests_channel():
+    """Luzia answers every channel of every request in order: an INVALID_CHANNEL that answers the
+    unsubscribe of an unknown channel must not be pinned on the next request's subscribe."""
+    subs = Subscriptions()
+    subs.sync({"ticker:binance:NOPE/USDT"})  # subscribe NOPE (the server does not know it)
+    subs.sync({"ticker:kraken:BTC/USD"})  # before any answer: unsubscribe NOPE, subscribe kraken
+    assert list(subs.awaiting) == [("subscribe", "ticker:binance:NOPE/USDT"),
+                                   ("unsubscribe", "ticker:binance:NOPE/USDT"), ("subscribe", "ticker:kraken:BTC/USD")]
+    assert subs.blame("Invalid channel: ticker:binance:NOPE/USDT") == "ticker:binance:NOPE/USDT"
+    subs.refused("ticker:binance:NOPE/USDT")
+    assert subs.blame("Invalid channel: ticker:binance:NOPE/USDT") is None  # answered the unsubscribe
+    subs.subscribed("ticker:kraken:BTC/USD")
+    assert subs.confirmed == {"ticker:kraken:BTC/USD"} and "ticker:kraken:BTC/USD" in subs.sent
+    assert not subs.awaiting
