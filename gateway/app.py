@@ -23,6 +23,7 @@ from gateway.hub import Hub
 from gateway.server import HttpRequest, HttpResponse, Server, json_response
 from gateway.wspeer import Session, WebSocketPeer
 from providers.base import Source
+from providers.common.outliving import start_outliving_nursery
 from providers.common.transport import Connector
 from providers.registry import KINDS, Emulator
 
@@ -140,7 +141,7 @@ async def run_gateway(
     emulators_may_stop = trio.Event()
     async with trio.open_nursery() as nursery:
         try:
-            emulator_nursery = await nursery.start(_outliving_nursery, emulators_may_stop)
+            emulator_nursery = await start_outliving_nursery(nursery, emulators_may_stop)
             emulators, routes = await (upstream or tcp_upstream)(config, emulator_nursery)
             hub = Hub(config.routes)
             adapters: dict[str, Source] = {}
@@ -165,17 +166,6 @@ async def run_gateway(
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
-
-
-async def _outliving_nursery(
-    may_stop: trio.Event, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """A nursery shielded from the caller's cancellation; its tasks are cancelled once `may_stop`."""
-    with trio.CancelScope(shield=True):
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await may_stop.wait()
-            nursery.cancel_scope.cancel()
 
 
 class _Upstream:

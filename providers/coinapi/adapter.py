@@ -243,9 +243,9 @@ class CoinApiAdapter:
     # ------------------------------------------------------------------ subscription updates
 
     async def _wait_for_limiter(self) -> None:
-        # A time, not an event, ends the wait; the delay is re-read because the window slides.
-        while (delay := self._limiter.delay(trio.current_time())) > 0:  # noqa: ASYNC110
-            await trio.sleep(delay)
+        # A time, not an event, ends the wait; it is re-read because the window slides.
+        while (allowed_at := self._limiter.allowed_at(now := trio.current_time())) > now:  # noqa: ASYNC110
+            await trio.sleep_until(allowed_at)
 
     async def _send_first(self, link: Connection) -> None:
         await self._wait_for_limiter()
@@ -273,9 +273,9 @@ class CoinApiAdapter:
 
     async def _bring_up_to_date(self) -> None:
         while (link := self._target_link()) is not None and self._planner.pending(link.scope):
-            delay = self._limiter.delay(trio.current_time())
-            if delay > 0:
-                await trio.sleep(delay)  # then look again: more may have changed meanwhile
+            allowed_at = self._limiter.allowed_at(now := trio.current_time())
+            if allowed_at > now:
+                await trio.sleep_until(allowed_at)  # then look again: more may have changed meanwhile
                 continue
             message = self._planner.update(link.scope, self._api_key)
             if message is None:

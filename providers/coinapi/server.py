@@ -163,19 +163,27 @@ class HelloLimiter:
     _sent: deque[float] = field(default_factory=deque)
 
     def _expire(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - self.window:
+        # `sent + window <= now`, the very sum `allowed_at` returns: a sender that sleeps until
+        # that time is allowed then, with no float residue left to wait for (a residue below the
+        # clock's resolution would be a sleep that never advances fake time: a livelock).
+        while self._sent and self._sent[0] + self.window <= now:
             self._sent.popleft()
+
+    def allowed_at(self, now: float) -> float:
+        """When the next message is allowed: `now`, or the moment the oldest counted one leaves
+        the window. Sleep until it (an absolute time), not for a difference."""
+        self._expire(now)
+        if len(self._sent) < self.limit:
+            return now
+        return self._sent[-self.limit] + self.window
 
     def delay(self, now: float) -> float:
         """Seconds to wait before the next message is allowed (0: now)."""
-        self._expire(now)
-        if len(self._sent) < self.limit:
-            return 0.0
-        return self._sent[-self.limit] + self.window - now
+        return max(0.0, self.allowed_at(now) - now)
 
     def allow(self, now: float) -> bool:
         """Record a message at `now` if it is allowed; False (nothing recorded) if it is not."""
-        if self.delay(now) > 0:
+        if self.allowed_at(now) > now:
             return False
         self._append(now)
         return True

@@ -31,6 +31,7 @@ from trio_websocket import (
 )
 
 from providers.common.errors import TransportError
+from providers.common.outliving import start_outliving_nursery
 
 Headers = list[tuple[bytes, bytes]]
 Connector = Callable[[trio.Nursery, str, Headers], Awaitable[WebSocketConnection]]
@@ -108,10 +109,14 @@ async def open_transport(
 ) -> AsyncIterator[Transport]:
     """Connect; yield the transport; close politely on the way out. Library errors, wherever they
     surface (the connect, the reader task, the close), leave as `TransportError`."""
+    # The library's reader task runs in a nursery that outlives the session's cancellation, so a
+    # session cancelled from outside (a shutdown, a retired slot) still reads the reply to its
+    # close frame; it stops once the close is over, or at once if anything fails before that.
+    reader_may_stop = trio.Event()
     try:
         async with trio.open_nursery() as host:
-            reader: trio.Nursery = await host.start(_outliving_reader_nursery)
             try:
+                reader = await start_outliving_nursery(host, reader_may_stop)
                 try:
                     ws = await connector(reader, url, headers)
                 except _LIBRARY_ERRORS as exc:
@@ -122,19 +127,9 @@ async def open_transport(
                 finally:
                     await transport.close(close_timeout)
             finally:
-                reader.cancel_scope.cancel()
+                reader_may_stop.set()
     except BaseExceptionGroup as group:
         raise _mapped_group(group) from None
-
-
-async def _outliving_reader_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
-    """Where the library's reader task runs: shielded from the session's cancellation, so that a
-    session cancelled from outside (a shutdown, a retired slot) still reads the reply to its close
-    frame; `open_transport` cancels it itself once the close is over."""
-    with trio.CancelScope(shield=True):
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await trio.sleep_forever()
 
 
 async def connect_tcp(nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:

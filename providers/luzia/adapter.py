@@ -122,6 +122,11 @@ class LuziaAdapter:
     def usable(self) -> bool:
         return not self._key_refused
 
+    @property
+    def wanted(self) -> Set[StreamKey]:
+        """The streams wanted now (a live, read-only view)."""
+        return self._wanted
+
     def update_wanted(self, added: Set[StreamKey], removed: Set[StreamKey]) -> None:
         """Streams newly wanted and no longer wanted: the planner moves only what they change, and
         only the connections whose channels changed are woken (each then syncs once)."""
