@@ -21,7 +21,7 @@ from decimal import Context, Decimal
 from typing import Final
 
 from providers.coinapi import wire
-from providers.common.errors import MalformedFrame
+from providers.common.values import require_finite
 from schemas import Book, BookLevel, Quote, Ticker, Trade
 from schemas.timeutil import NS_PER_S, parse_iso_ns
 
@@ -32,15 +32,9 @@ _PERCENT_STEP: Final = Decimal("0.000001")
 _WIDE: Final = Context(prec=60)  # quantize never fails for lack of precision
 
 
-def _finite(*values: Decimal | None) -> None:
-    for value in values:
-        if value is not None and not value.is_finite():
-            raise MalformedFrame(f"not a finite number: {value}")
-
-
 def to_trade(msg: wire.Trade, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Trade | None:
     """None for a size-0 trade: CoinAPI uses it to mark an index tick, not a trade."""
-    _finite(msg.price, msg.size)
+    require_finite(msg.price, msg.size)
     if msg.size == _ZERO:
         return None
     return Trade(
@@ -64,7 +58,7 @@ def _size(value: Decimal | None) -> Decimal | None:
 
 def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_gateway: int) -> Quote:
     """A size of 0 means CoinAPI does not know it: None."""
-    _finite(msg.bid_price, msg.bid_size, msg.ask_price, msg.ask_size)
+    require_finite(msg.bid_price, msg.bid_size, msg.ask_price, msg.ask_size)
     return Quote(
         provider=provider,
         ts_gateway=ts_gateway,
@@ -82,7 +76,7 @@ def to_quote(msg: wire.Quote, *, provider: str, exchange: str, symbol: str, ts_g
 
 def _levels(levels: list[wire.BookLevel]) -> tuple[BookLevel, ...]:
     for level in levels:
-        _finite(level.price, level.size)
+        require_finite(level.price, level.size)
     return tuple(BookLevel(level.price, level.size) for level in levels)
 
 
@@ -139,7 +133,7 @@ class TickerBuilder:
         start = parse_iso_ns(msg.time_period_start)
         if self._period_start is not None and start < self._period_start:
             return None
-        _finite(msg.price_open, msg.price_high, msg.price_low, msg.volume_traded)
+        require_finite(msg.price_open, msg.price_high, msg.price_low, msg.volume_traded)
         self._period_start = start
         self.open, self.high, self.low, self.volume = msg.price_open, msg.price_high, msg.price_low, msg.volume_traded
         ts_exchange = parse_iso_ns(msg.time_close) if msg.time_close else None

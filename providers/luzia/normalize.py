@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from providers.common.errors import MalformedFrame
+from providers.common.values import require_finite
 from providers.luzia import wire
 from schemas import Quote, Ticker
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
@@ -43,8 +44,14 @@ def _ns(value: wire.Timestamp | None) -> int | None:
         raise MalformedFrame(str(exc)) from None
 
 
+def _checked(data: wire.TickerData) -> wire.TickerData:
+    require_finite(data.last, data.bid, data.ask, data.high, data.low, data.open, data.close,
+                   data.volume, data.quoteVolume, data.change, data.changePercent)
+    return data
+
+
 def ticker_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Ticker:
-    data = msg.data
+    data = _checked(msg.data)
     exchange, symbol = instrument_of(msg)
     return Ticker(
         provider=provider,
@@ -71,6 +78,7 @@ def quote_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Quote | 
     data = msg.data
     if data.bid is None and data.ask is None:
         return None
+    require_finite(data.bid, data.ask)
     exchange, symbol = instrument_of(msg)
     return Quote(
         provider=provider,

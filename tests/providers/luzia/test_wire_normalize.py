@@ -146,3 +146,15 @@ def test_client_messages_are_compact_json():
         '{"type":"subscribe","channels":["ticker:binance:BTC/USDT"]}'
     )
     assert wire.encode(wire.Ping()) == '{"type":"ping"}'
+
+
+@pytest.mark.parametrize("value", ['"NaN"', '"Infinity"', '"-Infinity"', '"sNaN"'])
+def test_a_ticker_with_a_non_finite_number_is_a_malformed_frame(value):
+    """msgspec reads these as Decimals; JSON has no NaN, so none may reach an encoder."""
+    head = '{"type":"ticker","exchange":"binance","symbol":"BTC/USDT","data":'
+    message = wire.decode_server(head + '{"last":' + value + ',"bid":1}}')
+    with pytest.raises(MalformedFrame):
+        normalize.ticker_event(message, provider="lz", ts_gateway=1)
+    bid_only = wire.decode_server(head + '{"bid":' + value + "}}")
+    with pytest.raises(MalformedFrame):
+        normalize.quote_event(bid_only, provider="lz", ts_gateway=1)
