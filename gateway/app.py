@@ -160,7 +160,7 @@ async def run_gateway(
             run = getattr(endpoint, "run", None)
             if run is not None:
                 await nursery.start(run)
-        server = Server(app, config.server.client_buffer, config.server.client_socket_buffer)
+        server = Server(app, config.server, config.limits)
         bound = await nursery.start(server.serve, host, port) if listen else 0
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, running)
         if announce is not None:

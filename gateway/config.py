@@ -8,6 +8,7 @@ its kind, in-process on an ephemeral loopback port, and needs neither a URL nor 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -41,6 +42,50 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The environment variable holding local client keys (comma-separated). Unset: no local keys,
     # which is only allowed on loopback.
     local_keys_env: str | None = None
+    # Web pages allowed to open WebSockets here, as `scheme://host[:port]`. Upgrades without an
+    # Origin (non-browser apps) and from loopback origins are always served; any other origin is
+    # refused with 403, so a page the operator happens to open cannot use the provider quota.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # Host header values served besides localhost, 127.0.0.1, [::1] and `host` (with or without a
+    # port); anything else is refused (421), which defeats DNS rebinding.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+
+
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[limits]`: the caps that keep one client (or many) from exhausting the gateway. Each says
+    why it exists; every one is enforced with the protocol's own error and loses nothing already
+    subscribed."""
+
+    # File descriptors and per-connection memory are finite; beyond this, new connections get 503.
+    max_connections: Positive = 2048
+    # One misbehaving app (or one remote address when not on loopback) cannot take every slot.
+    max_connections_per_address: Positive = 1024
+    # Distinct streams all clients together may hold demand for: bounds upstream subscriptions,
+    # the hub's indexes and every per-stream cache.
+    max_streams: Positive = 100_000
+    # A subscription request is small; a larger message is not one (WebSocket close 1009).
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    # Fragments per message, empty ones included: each costs work but may carry no bytes.
+    max_message_fragments: Positive = 64
+    # The HTTP request head (request line and headers), however its bytes arrive.
+    max_request_head_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024
+    # A client that has not sent a whole request head by then is dropped (slowloris).
+    request_timeout_seconds: Seconds = 10.0
+    # CoinAPI-compatible endpoint: a connection whose first message (the hello, which carries the
+    # key) has not arrived by then is closed, so keyless sockets cannot hold slots.
+    auth_deadline_seconds: Seconds = 10.0
+    # Token bucket per connection: sustained client messages per second, and the burst allowed.
+    messages_per_second: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    message_burst: Positive = 100
+    # A client refused this many times in a row for flooding gets the protocol's error and a close.
+    flood_strikes: Positive = 20
+    # "Not reading": replies and control frames pending for one client beyond this many bytes, or
+    # a socket that accepts nothing for `write_stall_seconds`, end the connection with a close frame.
+    max_pending_control_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
+    write_stall_seconds: Seconds = 30.0
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,6 +121,9 @@ class CoinApiEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=
     """The CoinAPI-compatible endpoint (`/`, `/v1`, `/v1/`, `/APIKEY-<key>`)."""
 
     exchange_map: dict[str, str] = msgspec.field(default_factory=dict)  # canonical id → CoinAPI id
+    # Streams one connection's filters may cover (CoinAPI itself has no documented cap; a filter
+    # of `BINANCE_SPOT_` covers every symbol of an exchange and counts as one).
+    max_subscriptions: Positive = 1000
 
 
 class EndpointsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -85,6 +133,7 @@ class EndpointsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    limits: Limits = msgspec.field(default_factory=Limits)
     endpoints: EndpointsConfig = msgspec.field(default_factory=EndpointsConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     routes: dict[str, list[str]] = msgspec.field(default_factory=dict)
@@ -177,7 +226,15 @@ def _check(config: Config, source: str) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.") or host == "::1"
+    """Only loopback addresses (127.0.0.0/8, ::1, with or without brackets) and `localhost`; a name
+    that merely begins with `127.` (`127.0.0.1.evil.example`) is not."""
+    host = host.strip().lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def local_keys(config: Config, environ: Mapping[str, str] | None = None) -> frozenset[str] | None:

@@ -17,6 +17,7 @@ import h11
 import msgspec
 import trio
 
+from gateway.config import Limits, ServerConfig
 from gateway.outbox import Outbox
 from gateway.wspeer import Session, WebSocketPeer
 
@@ -69,10 +70,12 @@ def is_websocket_upgrade(request: HttpRequest) -> bool:
 class Server:
     """Serves `app` on one listener; tracks live WebSocket peers so shutdown can close them."""
 
-    def __init__(self, app: App, client_buffer: int, socket_buffer: int | None = None) -> None:
+    def __init__(self, app: App, server: ServerConfig | None = None, limits: Limits | None = None) -> None:
         self.app = app
-        self.client_buffer = client_buffer
-        self.socket_buffer = socket_buffer
+        self.config = server or ServerConfig()
+        self.limits = limits or Limits()
+        self.client_buffer = self.config.client_buffer
+        self.socket_buffer = self.config.client_socket_buffer
         self.peers: set[WebSocketPeer] = set()
         self._peer_left = trio.Event()
         self.port: int | None = None

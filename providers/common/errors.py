@@ -35,11 +35,21 @@ class RequestError(ValueError):
         self.code = code
 
 
-class AuthRejected(Exception):
+class _WithDetail(Exception):
+    """An upstream failure: its message is the project's own wording (safe for health, status
+    events and clients); `detail` is what the provider said, free text, for logs only (redact it
+    before it is stored)."""
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class AuthRejected(_WithDetail):
     """The provider refused our key: retrying quickly would only hammer it."""
 
 
-class ProviderError(Exception):
+class ProviderError(_WithDetail):
     """The provider ended the session with an error that a reconnect may cure."""
 
 

@@ -47,11 +47,16 @@ class LinkState:
 
 @dataclass(frozen=True)
 class Failure:
-    """How one session ended, as the loop classified it; `reason` is already redacted."""
+    """How one session ended, as the loop classified it.
+
+    `reason` is the project's own wording ("ProviderError: no pong within 10 s"), never provider
+    free text: it may reach health, status events and clients. `detail` is what the provider said
+    (an error message, a close reason), already redacted, for logs only."""
 
     kind: FailureKind
     cause: BaseException
     reason: str
+    detail: str | None = None
 
 
 async def reconnect_forever(
@@ -96,19 +101,25 @@ async def _one_attempt(
         kind, cause = classify(exc)
         if kind == "bug":
             raise
-        failure = Failure(kind, cause, redact(f"{type(cause).__name__}: {cause}"))
+        detail = getattr(cause, "detail", None)
+        failure = Failure(kind, cause, redact(f"{type(cause).__name__}: {cause}"), redact(detail) if detail else None)
     backoff.disconnected(trio.current_time())
     link.last_error = failure.reason
     if failure.kind == "auth":
         link.state = "auth_rejected"
         delay = auth_retry
-        log.warning("%s: auth rejected (%s); retrying in %.0f s", describe, failure.reason, delay)
+        log.warning("%s: auth rejected (%s%s); retrying in %.0f s", describe, failure.reason, _said(failure), delay)
     else:
         link.state = "backoff"
         delay = backoff.next_delay()
-        log.info("%s: %s; reconnecting in %.2f s", describe, failure.reason, delay)
+        log.info("%s: %s%s; reconnecting in %.2f s", describe, failure.reason, _said(failure), delay)
     on_failure(failure)
     return delay
+
+
+def _said(failure: Failure) -> str:
+    """What the provider itself said, for the log line only (already redacted)."""
+    return f"; the provider said {failure.detail!r}" if failure.detail else ""
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

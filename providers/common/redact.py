@@ -10,6 +10,7 @@ redacting it (redaction may change words that happen to contain the key).
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Final
 
 #: Shorter runs of a key are too common to mask (a key shares short runs with ordinary words).
@@ -45,3 +46,22 @@ def _pattern(secret: str) -> re.Pattern[str]:
     # Bounded: a key is at most a few hundred characters (checked where keys are read).
     alternatives = sorted(pieces, key=len, reverse=True)
     return re.compile("|".join(re.escape(p) for p in alternatives), re.IGNORECASE)
+
+
+def url_without_credentials(url: str) -> str:
+    """A provider URL fit for a banner, a log or health: user info, CoinAPI's `/APIKEY-…` path
+    segment and any `apikey`/`key`/`token` query value are masked."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    path = _APIKEY_PATH.sub(lambda m: m.group(1) + MASK, parts.path)
+    query = urllib.parse.urlencode(
+        [(k, MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+_APIKEY_PATH: Final = re.compile(r"(/apikey-)[^/]*", re.IGNORECASE)
+_SECRET_QUERY_KEYS: Final = frozenset({"apikey", "api_key", "key", "token", "access_token", "x-coinapi-key"})

@@ -15,7 +15,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from gateway.app import GatewayApp
-from gateway.config import parse
+from gateway.config import ServerConfig, parse
 from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
@@ -29,7 +29,7 @@ CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrad
 def _server(usable=True, local_keys=None):
     hub = Hub(CONFIG.routes)
     hub.add_source(FakeAdapter("ca", {"trade", "quote"}, usable=usable))
-    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, local_keys)), client_buffer=64)
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, local_keys)), ServerConfig(client_buffer=64))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import trio.testing
 from trio_websocket import wrap_client_stream
 
 from gateway.app import GatewayApp
+from gateway.config import ServerConfig
 from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
@@ -22,7 +23,7 @@ SUBSCRIBE = b'{"type":"subscribe","channels":["trade:binance"]}'
 def _server():
     hub = Hub(CONFIG.routes)
     hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
-    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), client_buffer=64)
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), ServerConfig(client_buffer=64))
 
 
 async def test_a_silent_client_is_pinged_then_cut_off_and_its_subscriptions_freed(autojump_clock, nursery):
