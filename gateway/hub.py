@@ -243,6 +243,16 @@ class Hub:
     def demand_count(self) -> int:
         return len(self._holders)
 
+    def demanded(self, key: StreamKey) -> bool:
+        """Whether `key` is wanted already (by a subscriber or a hold): subscribing to it adds no
+        stream, so the `[limits] max_streams` cap does not apply to it."""
+        return key in self._holders
+
+    def room_for(self, keys: Iterable[StreamKey], max_streams: int) -> bool:
+        """Whether adding `keys` keeps the demand within `max_streams` distinct streams."""
+        new = sum(1 for key in set(keys) if key not in self._holders)
+        return new == 0 or len(self._holders) + new <= max_streams
+
     def subscriber_count(self, key: StreamKey) -> int:
         return len(self._clients.get(key, ()))
 
