@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
-from gateway.context import Endpoint, GatewayContext
+from gateway.context import Endpoint, GatewayContext, bearer_token
 from gateway.dialects.coinapi import CoinApiEndpoint
 from gateway.dialects.luzia import LuziaEndpoint
 from gateway.dialects.native import NativeEndpoint
@@ -24,6 +25,7 @@ from gateway.server import HttpRequest, HttpResponse, Server, json_response
 from gateway.wspeer import Session, WebSocketPeer
 from providers.base import Source
 from providers.common.outliving import start_outliving_nursery
+from providers.common.redact import url_without_credentials
 from providers.common.transport import Connector
 from providers.registry import KINDS, Emulator
 
@@ -80,7 +82,7 @@ class GatewayApp:
         if request.method not in ("GET", "HEAD"):
             return json_response(405, {"message": "only GET is served"})
         if request.path == "/healthz":
-            return self.healthz()
+            return self.healthz(request)
         for endpoint in self.endpoints:
             response = await endpoint.http(request)
             if response is not None:
@@ -89,20 +91,34 @@ class GatewayApp:
             return json_response(200, {"service": "mdgateway", "endpoints": ENDPOINTS})
         return json_response(404, {"message": f"nothing at {request.path}"})
 
-    def healthz(self) -> HttpResponse:
+    def healthz(self, request: HttpRequest | None = None) -> HttpResponse:
+        """Health. With local keys configured, a request without a valid key learns only up or down
+        (`{"status": ...}` with 200/503, what a load balancer's probe needs); the detail — providers,
+        routes, counts — needs a key, like every other endpoint."""
         providers = {name: source.health() for name, source in self.hub.sources.items()}
         serving = any(h.usable for h in providers.values())
+        status = "serving" if serving else "unavailable"
+        if self.ctx.local_keys is not None and not self.ctx.key_ok(_request_key(request)):
+            return json_response(200 if serving else 503, {"status": status})
         body = {
-            "status": "serving" if serving else "unavailable",
+            "status": status,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "routes": self.hub.serving,
             "subscribed_clients": self.hub.client_count(),
             "streams": self.hub.demand_count(),
             "events_in": self.hub.events_in,
             "events_unrouted": self.hub.events_unrouted,  # from a provider not serving that data type now
+            "contained_errors": self.hub.failures.counts,  # codec/delivery/tap errors kept from the sources
             "providers": providers,
         }
         return json_response(200 if serving else 503, body)
+
+
+def _request_key(request: HttpRequest | None) -> str | None:
+    """A local key as any endpoint accepts it: `Authorization: Bearer`, `X-API-Key` or `?apikey=`."""
+    if request is None:
+        return None
+    return bearer_token(request) or request.headers.get("x-api-key") or request.query.get("apikey")
 
 
 ENDPOINTS = {
@@ -130,6 +146,11 @@ async def run_gateway(
     loopback TCP, real providers over the network); with `listen` False no port is opened and
     clients are handed to `gateway.server.handle_stream` directly (tests over memory streams)."""
     keys = {name: api_key(name, provider, environ) for name, provider in config.providers.items()}
+    for name, provider in config.providers.items():
+        if cleartext_to_remote(provider.url if not provider.emulate else None):
+            log.warning(
+                "providers.%s.url is ws:// to a host that is not loopback: the API key travels in clear text (use wss://)", name
+            )
     clients_keys = local_keys(config, environ)
     host = host or config.server.host
     if not is_loopback(host) and not config.server.local_keys_env:
@@ -166,6 +187,14 @@ async def run_gateway(
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
+
+
+def cleartext_to_remote(url: str | None) -> bool:
+    """A `ws://` URL (no TLS) to a host other than this machine: the key would cross the network in clear."""
+    if not url or not url.lower().startswith("ws://"):
+        return False
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return not is_loopback(host)
 
 
 class _Upstream:
@@ -226,7 +255,7 @@ def _welcome(gateway: Gateway, config: Config) -> str:
     lines.append(f"  CoinAPI apps    {gateway.url('/v1/')}")
     lines.append(f"  health          http://{gateway.host}:{gateway.port}/healthz")
     for name, provider in config.providers.items():
-        where = "emulated in-process" if provider.emulate else provider.url
+        where = "emulated in-process" if provider.emulate else url_without_credentials(provider.url or "")
         lines.append(f"  provider {name:<8} {provider.kind:<8} {where}")
     routes = ", ".join(f"{dt} → {' | '.join(names)}" for dt, names in config.routes.items())
     lines.append(f"  routes          {routes}")

@@ -7,8 +7,10 @@ and the reason). Logs go to stderr; no secret is ever logged.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 import sys
 from functools import partial
 
@@ -43,30 +45,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        print(f"mdgateway: --port {port}: not a TCP port (0–65535; 0 picks a free one)", file=sys.stderr)
+        return 2
+    where = "the port"
     try:
         if args.command == "emulate":
+            where = f"{args.host}:{args.port}"
             trio.run(_emulate, args.kind, args.host, args.port, args.rate)
         else:
             config = load(getattr(args, "config", None))
+            where = f"{getattr(args, 'host', None) or config.server.host}:{config.server.port if port is None else port}"
             trio.run(_run, config, getattr(args, "host", None), getattr(args, "port", None))
-    except (ConfigError, BaseExceptionGroup) as exc:
-        problem = _config_error(exc)
+    except (ConfigError, OSError, BaseExceptionGroup) as exc:
+        problem = _start_error(exc, where)
         if problem is None:
             raise
-        print(f"mdgateway: bad config: {problem}", file=sys.stderr)
+        print(f"mdgateway: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _config_error(exc: BaseException) -> ConfigError | None:
-    """The ConfigError behind `exc`: raised at start it may come wrapped in the nursery's group."""
-    if isinstance(exc, ConfigError):
-        return exc
+def _start_error(exc: BaseException, where: str) -> str | None:
+    """One line for what stopped the start (a bad config, a port that cannot be listened on), or
+    None for anything else (a bug: let it show its traceback). Raised at start, it may come wrapped
+    in the nursery's exception group."""
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _config_error(exc.exceptions[0])
+        return _start_error(exc.exceptions[0], where)
+    if isinstance(exc, ConfigError):
+        return f"bad config: {exc}"
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRORS:
+        return f"cannot listen on {where}: {_LISTEN_ERRORS[exc.errno]}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {where}: the host does not resolve ({exc.strerror})"
     return None
+
+
+_LISTEN_ERRORS = {
+    errno.EADDRINUSE: "the port is already in use (another mdgateway? pick one with --port)",
+    errno.EACCES: "not allowed to listen on that port (below 1024 needs privileges)",
+    errno.EADDRNOTAVAIL: "--host is not an address of this machine",
+}
 
 
 async def _run(config, host: str | None, port: int | None) -> None:

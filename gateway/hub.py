@@ -50,21 +50,54 @@ class Codec(Protocol):
 
 
 class Frames:
-    """One event's frames, built at most once per codec name and shared by every subscriber."""
+    """One event's frames, built at most once per codec name and shared by every subscriber.
 
-    __slots__ = ("_made", "event")
+    A codec that raises (a value its format cannot write, a bug) is counted in `failures` under its
+    name and that event is skipped for that codec only; the error never reaches the source."""
 
-    def __init__(self, event: Event) -> None:
+    __slots__ = ("_failures", "_made", "event")
+
+    def __init__(self, event: Event, failures: Failures | None = None) -> None:
         self.event = event
         self._made: dict[str, bytes | None] = {}
+        self._failures = failures
 
     def of(self, codec: Codec) -> bytes | None:
         name = codec.name
         try:
             return self._made[name]
         except KeyError:
-            data = self._made[name] = codec.frame(self.event)
-            return data
+            pass
+        try:
+            data = codec.frame(self.event)
+        except Exception as exc:  # noqa: BLE001 -- the containment boundary; Failures.record logs it
+            data = None
+            if self._failures is not None:
+                self._failures.record(f"encode:{name}", exc)
+        self._made[name] = data
+        return data
+
+
+class Failures:
+    """Errors the hub contained instead of letting them reach a source's reader: per place
+    (`encode:<codec>`, `deliver`, `notify`, `tap`, `publish`), counted, and logged with a traceback
+    the first time and then once per `LOG_EVERY` (a per-event bug must not flood the log)."""
+
+    LOG_EVERY: Final = 10_000
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def record(self, where: str, exc: BaseException) -> None:
+        if where not in self.counts and len(self.counts) >= _FAILURE_PLACES_LIMIT:
+            where = "other"
+        count = self.counts[where] = self.counts.get(where, 0) + 1
+        if count == 1 or count % self.LOG_EVERY == 0:
+            log.error("contained an error in %s (%d so far); the event was skipped there", where, count, exc_info=exc)
+
+
+#: Distinct failure places kept (codec names are few; bounded anyway).
+_FAILURE_PLACES_LIMIT: Final = 64
 
 
 class Subscriber(Protocol):
@@ -137,6 +170,7 @@ class Hub:
         self._taps: list[Tap] = []
         self.events_in = 0
         self.events_unrouted = 0
+        self.failures = Failures()
 
     def add_source(self, source: Source) -> None:
         self.add_sources([source])
@@ -337,18 +371,26 @@ class Hub:
     # ----- fan-out ------------------------------------------------------------------------
 
     def publish(self, event: Event) -> None:
-        """The sink every source calls, once per normalized event."""
+        """The sink every source calls, once per normalized event. It never raises: whatever goes
+        wrong past this point (a codec, a dialect's delivery step, a tap) is contained, counted in
+        `failures` and skips only what it concerns; a source's reader must never die of it."""
         self.events_in += 1
-        datatype = DATATYPE_OF.get(type(event))
-        if datatype is None:
-            self._publish_control(event)  # type: ignore[arg-type]
-            return
-        market: MarketEvent = event  # type: ignore[assignment]
-        if self.serving.get(datatype) != market.provider:
-            self.events_unrouted += 1
-            return
+        try:
+            datatype = DATATYPE_OF.get(type(event))
+            if datatype is None:
+                self._publish_control(event)  # type: ignore[arg-type]
+                return
+            market: MarketEvent = event  # type: ignore[assignment]
+            if self.serving.get(datatype) != market.provider:
+                self.events_unrouted += 1
+                return
+            self._publish_market(datatype, event, market)
+        except Exception as exc:  # noqa: BLE001 -- the containment boundary; Failures.record logs it
+            self.failures.record("publish", exc)
+
+    def _publish_market(self, datatype: str, event: Event, market: MarketEvent) -> None:
         for tap in self._taps:
-            tap.on_event(event)
+            self._tap(tap, event)
         exchange = market.exchange
         clients: dict[tuple[str, str | None, str | None], Clients] = self._clients  # type: ignore[assignment]
         # Plain tuples: equal to the StreamKeys they look up, and cheaper to build on this path.
@@ -358,22 +400,34 @@ class Hub:
         if not (exact or wide or every):
             return
         stream = Stream(datatype, exchange, market.symbol)
-        frames = Frames(event)
+        frames = Frames(event, self.failures)
         if exact:
             for client in exact:
-                client.deliver(market, stream, frames)
+                self._deliver(client, market, stream, frames)
         if wide:
             for client in wide:
                 if not (exact and client in exact):
-                    client.deliver(market, stream, frames)
+                    self._deliver(client, market, stream, frames)
         if every:
             for client in every:
                 if not ((exact and client in exact) or (wide and client in wide)):
-                    client.deliver(market, stream, frames)
+                    self._deliver(client, market, stream, frames)
+
+    def _deliver(self, client: Subscriber, market: MarketEvent, stream: Stream, frames: Frames) -> None:
+        try:  # free unless it raises (Python 3.11 zero-cost exceptions)
+            client.deliver(market, stream, frames)
+        except Exception as exc:  # noqa: BLE001 -- the containment boundary; Failures.record logs it
+            self.failures.record("deliver", exc)
+
+    def _tap(self, tap: Tap, event: Event) -> None:
+        try:
+            tap.on_event(event)
+        except Exception as exc:  # noqa: BLE001 -- the containment boundary; Failures.record logs it
+            self.failures.record("tap", exc)
 
     def _publish_control(self, event: Status | Gap) -> None:
         for tap in self._taps:
-            tap.on_event(event)
+            self._tap(tap, event)
         if isinstance(event, Gap):
             self._notify(self._clients_of(event.datatype, event.exchange, event.symbol), event)
         elif event.stream:
@@ -387,9 +441,12 @@ class Hub:
             self.refresh_routes()
 
     def _notify(self, clients: Clients, event: Status | Gap) -> None:
-        frames = Frames(event)
+        frames = Frames(event, self.failures)
         for client in clients:
-            client.notify(event, frames)
+            try:
+                client.notify(event, frames)
+            except Exception as exc:  # noqa: BLE001 -- the containment boundary; Failures.record logs it
+                self.failures.record("notify", exc)
 
     def _clients_of(self, datatype: str, exchange: str | None, symbol: str | None) -> Clients:
         """Subscribers of a stream and of the streams that cover it (a None part covers all)."""

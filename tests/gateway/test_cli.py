@@ -55,3 +55,23 @@ def test_emulate_runs_one_provider_standalone_on_loopback():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_outside_the_tcp_range_is_one_line_and_exit_2(port, capsys):
+    assert main(["run", "--port", port]) == 2
+    stderr = capsys.readouterr().err.strip()
+    assert stderr == f"mdgateway: --port {port}: not a TCP port (0–65535; 0 picks a free one)"
+
+
+def test_a_port_already_in_use_is_one_line_naming_it_and_exit_2(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["run", "--port", str(port)]) == 2
+    stderr = capsys.readouterr().err.strip()
+    assert stderr.startswith(f"mdgateway: cannot listen on 127.0.0.1:{port}: the port is already in use")
+    assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr
