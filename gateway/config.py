@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -205,6 +206,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: providers: at least one provider is required")
     for name, provider in config.providers.items():
         where = f"{source}: providers.{name}"
+        if provider.emulate and provider.url:
+            raise ConfigError(f"{where}.url: not used with emulate = true (remove one of them)")
         if not provider.emulate:
             if not provider.url:
                 raise ConfigError(f"{where}.url: required unless emulate = true")
@@ -212,6 +215,12 @@ def _check(config: Config, source: str) -> None:
                 raise ConfigError(f"{where}.url: must start with ws:// or wss://")
             if not provider.api_key_env:
                 raise ConfigError(f"{where}.api_key_env: required unless emulate = true")
+    for i, origin in enumerate(config.server.allowed_origins):
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"{source}: server.allowed_origins[{i}]: {origin!r} is not an origin (scheme://host[:port])")
+    for i, allowed in enumerate(config.server.allowed_hosts):
+        if not _HOST.fullmatch(allowed):
+            raise ConfigError(f"{source}: server.allowed_hosts[{i}]: {allowed!r} is not a host name (host or host:port)")
     for datatype, names in config.routes.items():
         if datatype not in DATATYPES:
             raise ConfigError(f"{source}: routes.{datatype}: unknown data type (known: {', '.join(DATATYPES)})")
@@ -223,6 +232,22 @@ def _check(config: Config, source: str) -> None:
             f"{source}: server.host: {config.server.host} is not loopback; set server.local_keys_env "
             "so that only clients with a local key are served"
         )
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+#: A key longer than this is not an API key (and the redactor's work grows with its square).
+MAX_KEY_LENGTH = 512
+#: Keys travel in HTTP headers and URLs: visible ASCII only (a CR/LF would inject headers).
+_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def _check_key(value: str, what: str) -> str:
+    if len(value) > MAX_KEY_LENGTH:
+        raise ConfigError(f"{what}: the key is longer than {MAX_KEY_LENGTH} characters")
+    if not _KEY.fullmatch(value):
+        raise ConfigError(f"{what}: the key holds characters other than visible ASCII")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -243,7 +268,7 @@ def local_keys(config: Config, environ: Mapping[str, str] | None = None) -> froz
     if name is None:
         return None
     variables = os.environ if environ is None else environ
-    keys = frozenset(k.strip() for k in variables.get(name, "").split(",") if k.strip())
+    keys = frozenset(_check_key(k.strip(), f"server.local_keys_env ({name})") for k in variables.get(name, "").split(",") if k.strip())
     if not keys:
         raise ConfigError(f"server.local_keys_env: environment variable {name} is not set or holds no key")
     return keys
@@ -258,4 +283,4 @@ def api_key(name: str, provider: ProviderConfig, environ: Mapping[str, str] | No
     value = variables.get(provider.api_key_env, "").strip()
     if not value:
         raise ConfigError(f"providers.{name}.api_key_env: environment variable {provider.api_key_env} is not set")
-    return value
+    return _check_key(value, f"providers.{name}.api_key_env ({provider.api_key_env})")

@@ -79,3 +79,46 @@ def test_local_keys_come_from_their_variable_and_open_non_loopback_binding():
     with pytest.raises(ConfigError, match="environment variable GW_KEYS is not set"):
         local_keys(config, {})
     assert local_keys(parse('[providers.a]\nkind = "luzia"\nemulate = true'), {}) is None
+
+
+def _provider_toml(extra: str = "") -> str:
+    return f'[providers.ca]\nkind = "coinapi"\nurl = "wss://ws.coinapi.io/v1/"\napi_key_env = "MDG_K"\n{extra}[routes]\ntrade = ["ca"]\n'
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("x" * 513, "is longer than 512 characters"), ("key\r\nX-Injected: 1", "holds characters other than visible ASCII"),
+     ("ключ", "holds characters other than visible ASCII")],
+)
+def test_a_provider_key_that_cannot_be_a_key_fails_at_start_naming_the_variable(value, reason):
+    from gateway.config import api_key
+
+    config = parse(_provider_toml())
+    with pytest.raises(ConfigError) as info:
+        api_key("ca", config.providers["ca"], {"MDG_K": value})
+    assert str(info.value) == f"providers.ca.api_key_env (MDG_K): the key {reason}"
+    assert value not in str(info.value)
+
+
+def test_emulate_together_with_a_url_is_refused():
+    with pytest.raises(ConfigError) as info:
+        parse('[providers.ca]\nkind = "coinapi"\nemulate = true\nurl = "wss://ws.coinapi.io/v1/"\n')
+    assert "providers.ca.url: not used with emulate = true" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [('allowed_origins = ["evil.example"]', "server.allowed_origins[0]"),
+     ('allowed_origins = ["https://app.example", "javascript:alert(1)"]', "server.allowed_origins[1]"),
+     ('allowed_hosts = ["http://gw.example"]', "server.allowed_hosts[0]")],
+)
+def test_allowed_origins_and_hosts_are_checked_at_start(toml, key):
+    with pytest.raises(ConfigError) as info:
+        parse(f"[server]\n{toml}\n" + _provider_toml())
+    assert f"config: {key}:" in str(info.value)
+
+
+def test_allowed_origins_and_hosts_of_the_right_shape_are_accepted():
+    config = parse('[server]\nallowed_origins = ["https://app.example:8443", "http://[::1]:3000"]\n'
+                   'allowed_hosts = ["gw.example", "gw.example:8765"]\n' + _provider_toml())
+    assert config.server.allowed_origins == ["https://app.example:8443", "http://[::1]:3000"]
