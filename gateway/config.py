@@ -145,6 +145,8 @@ def parse(text: str, source: str = "config") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
     # Providers are converted one by one so an error names the provider (`providers.luzia.tier`).
     sections = raw.pop("providers", {})
     if not isinstance(sections, dict):

@@ -122,3 +122,9 @@ def test_allowed_origins_and_hosts_of_the_right_shape_are_accepted():
     config = parse('[server]\nallowed_origins = ["https://app.example:8443", "http://[::1]:3000"]\n'
                    'allowed_hosts = ["gw.example", "gw.example:8765"]\n' + _provider_toml())
     assert config.server.allowed_origins == ["https://app.example:8443", "http://[::1]:3000"]
+
+
+def test_toml_nested_too_deeply_is_a_config_error_not_a_traceback():
+    with pytest.raises(ConfigError) as info:
+        parse("a = " + "[" * 100_000 + "]" * 100_000)
+    assert str(info.value) == "config: not valid TOML: nested too deeply"
