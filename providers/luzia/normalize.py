@@ -8,6 +8,12 @@ Luzia has no sequence numbers and no bid/ask sizes, so those stay None.
 `ts_exchange` is `data.timestamp` (the exchange observation); `ts_provider` is the outer
 `timestamp` (when Luzia sent it). A well-typed ticker whose content still cannot be normalized (a
 bad symbol, a bad timestamp) raises `MalformedFrame`: counted and skipped like a broken frame.
+
+Every value passed on is checked with `providers.common.values` (bounds in its docstring):
+last/bid/ask/open/high/low/close are prices, volume and quote volume are sizes, change and change
+percent are signed, both timestamps must lie in 2009..2100 (after the ms → ns conversion, which
+is exact for any int, so a huge or negative one is refused rather than wrapped). Timestamp text
+must be ASCII: regex digits and `int()` read other scripts' digits as numbers, which no provider means.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from providers.common.errors import MalformedFrame
-from providers.common.values import require_finite
+from providers.common.values import require_price, require_signed, require_size, require_ts
 from providers.luzia import wire
 from schemas import Quote, Ticker
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
@@ -38,15 +44,20 @@ def instrument_of(msg: wire.Ticker) -> tuple[str, str]:
 def _ns(value: wire.Timestamp | None) -> int | None:
     if value is None:
         return None
+    if isinstance(value, str) and not value.isascii():
+        raise MalformedFrame("timestamp text is not ASCII")
     try:
-        return parse_any_ns(value)
+        ns = parse_any_ns(value)
     except TimestampError as exc:
-        raise MalformedFrame(str(exc)) from None
+        raise MalformedFrame(f"bad timestamp: {exc}") from None
+    require_ts(ns)
+    return ns
 
 
 def _checked(data: wire.TickerData) -> wire.TickerData:
-    require_finite(data.last, data.bid, data.ask, data.high, data.low, data.open, data.close,
-                   data.volume, data.quoteVolume, data.change, data.changePercent)
+    require_price(data.last, data.bid, data.ask, data.high, data.low, data.open, data.close)
+    require_size(data.volume, data.quoteVolume)
+    require_signed(data.change, data.changePercent)
     return data
 
 
@@ -78,7 +89,7 @@ def quote_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Quote | 
     data = msg.data
     if data.bid is None and data.ask is None:
         return None
-    require_finite(data.bid, data.ask)
+    require_price(data.bid, data.ask)
     exchange, symbol = instrument_of(msg)
     return Quote(
         provider=provider,

@@ -11,19 +11,37 @@ Decoding rules (the convention of `providers.common.errors`, as in every provide
 - Timestamps are kept as sent (ISO-8601 text or Unix ms number); `normalize` converts them.
 - A frame whose `type` is not one we know is *returned* as an `UnknownMessage`, to be counted and
   skipped; a frame that is not JSON, or not the shape its `type` promises, *raises* `MalformedFrame`.
-- Client requests are read by `server.parse_request`, which words Luzia's errors for them.
+- Nothing else ever leaves a decoder, whatever the bytes: JSON nested thousands deep (msgspec raises
+  `RecursionError` for it, not `DecodeError`), invalid UTF-8, integers beyond 64 bits, wrong types
+  in fields nobody reads. Values that decode but make no sense (`NaN`, `1E+100`, a timestamp in
+  the year 3000) are `normalize`'s to refuse.
+- Identifiers (a `type`, an exchange, a symbol, a channel) have a length bound: longer is no id of
+  Luzia's, and bounded text is what keeps the caches keyed on them bounded in bytes.
+- Client requests (`decode_client`, what a Luzia server reads): not JSON at all → `NotJson`
+  (Luzia's INVALID_JSON); JSON but not a request → `MalformedFrame` naming the missing field
+  (INVALID_REQUEST); a request of a type Luzia does not have → `UnknownMessage` (UNKNOWN_TYPE).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final, Literal, Union, get_args
+from typing import Annotated, Final, Literal, Union, get_args
 
 import msgspec
 
 from providers.common.errors import MalformedFrame, UnknownMessage
 
 Timestamp = Union[str, int, float]  # noqa: UP007 - ISO-8601 text (docs) or Unix ms (the Python SDK's model)
+
+#: Longest `type` read as a message type: Luzia's are a dozen characters.
+MAX_TYPE_LENGTH: Final = 64
+#: Longest exchange id or symbol as sent (canonical ids are at most 32 and 41 characters; a little
+#: room for spellings that still canonicalize, such as surrounding spaces).
+MAX_ID_LENGTH: Final = 64
+#: Longest channel name: `ticker:` + exchange + `:` + symbol, with the same room.
+MAX_CHANNEL_LENGTH: Final = 160
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+_ChannelName = Annotated[str, msgspec.Meta(max_length=MAX_CHANNEL_LENGTH)]
 
 
 class _Message(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
@@ -44,11 +62,11 @@ class Connected(_Message, tag="connected", kw_only=True, frozen=True):
 
 
 class Subscribed(_Message, tag="subscribed", kw_only=True, frozen=True):
-    channel: str
+    channel: _ChannelName
 
 
 class Unsubscribed(_Message, tag="unsubscribed", kw_only=True, frozen=True):
-    channel: str
+    channel: _ChannelName
 
 
 class Pong(_Message, tag="pong", kw_only=True, frozen=True):
@@ -80,8 +98,8 @@ class TickerData(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Ticker(_Message, tag="ticker", kw_only=True, frozen=True):
-    exchange: str
-    symbol: str
+    exchange: _Id
+    symbol: _Id
     data: TickerData
     timestamp: Timestamp | None = None  # when Luzia sent it
 
@@ -91,12 +109,17 @@ ServerMessage = Union[Connected, Subscribed, Unsubscribed, Pong, Error, Ticker] 
 # ---- client -> server -------------------------------------------------------------------------
 
 
+#: A request names at least one channel; a missing or empty list is INVALID_REQUEST. How many a
+#: request may name is the server's to bound (its subscription limit), not the decoder's.
+_Channels = Annotated[list[str], msgspec.Meta(min_length=1)]
+
+
 class Subscribe(_Message, tag="subscribe", kw_only=True, frozen=True):
-    channels: list[str]
+    channels: _Channels
 
 
 class Unsubscribe(_Message, tag="unsubscribe", kw_only=True, frozen=True):
-    channels: list[str]
+    channels: _Channels
 
 
 class Ping(_Message, tag="ping", kw_only=True, frozen=True):
@@ -109,7 +132,12 @@ ClientMessage = Union[Subscribe, Unsubscribe, Ping]  # noqa: UP007
 
 
 class _TypeOnly(msgspec.Struct):
-    type: str
+    type: Annotated[str, msgspec.Meta(max_length=MAX_TYPE_LENGTH)]
+
+
+class NotJson(MalformedFrame):
+    """Not a JSON document we can read at all (Luzia's INVALID_JSON): broken syntax, invalid
+    UTF-8, or nesting deeper than the decoder goes."""
 
 
 #: Error codes Luzia documents; anything else is still an `Error`, reported as it comes.
@@ -124,32 +152,70 @@ ErrorCode = Literal[
 ]
 ERROR_CODES: Final = frozenset(get_args(ErrorCode))
 SERVER_TYPES: Final = frozenset({"connected", "subscribed", "unsubscribed", "pong", "error", "ticker"})
+CLIENT_TYPES: Final = frozenset({"subscribe", "unsubscribe", "ping"})
 
 _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
+_client_decoder: Final = msgspec.json.Decoder(ClientMessage)
 _type_decoder: Final = msgspec.json.Decoder(_TypeOnly)
+_any_decoder: Final = msgspec.json.Decoder()
 #: Luzia writes numbers as JSON numbers; `decimal_format="number"` keeps Decimals exact that way.
 encoder: Final = msgspec.json.Encoder(decimal_format="number")
+#: What msgspec can raise for bytes that are no JSON we can read, besides a shape mismatch:
+#: `RecursionError` for deep nesting; `ValueError`/`UnicodeError` for text it cannot take (a `str`
+#: holding a lone surrogate is not UTF-8).
+_UNREADABLE: Final = (msgspec.DecodeError, RecursionError, ValueError)
 
 
 def decode_server(frame: str | bytes) -> ServerMessage | UnknownMessage:
     """One frame → one message. The common path decodes once; only a failure decodes again, to
     tell a new message type (skip) from a broken frame (MalformedFrame)."""
     try:
-        return _server_decoder.decode(frame)
-    except msgspec.ValidationError as exc:
-        kind = _known_type(frame)
-        if kind is not None and kind not in SERVER_TYPES:
-            return UnknownMessage(kind)
-        raise MalformedFrame(f"bad {kind or 'untyped'} message: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise MalformedFrame(f"not JSON: {exc}") from None
+        try:
+            return _server_decoder.decode(frame)
+        except msgspec.ValidationError as exc:
+            kind, shape = _known_type(frame), exc
+    except _UNREADABLE as exc:  # a ValidationError never gets here: it is handled inside
+        raise NotJson(f"not JSON: {_short(exc)}") from None
+    if kind is not None and kind not in SERVER_TYPES:
+        return UnknownMessage(kind)
+    raise MalformedFrame(f"bad {kind or 'untyped'} message: {_short(shape)}")
+
+
+def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
+    """One client request → a message; see the module header for what each failure raises. The
+    texts of `MalformedFrame` are Luzia's own wording for INVALID_REQUEST."""
+    try:
+        try:
+            return _client_decoder.decode(frame)
+        except msgspec.ValidationError:
+            kind = _known_type(frame)
+            if kind is None:
+                _any_decoder.decode(frame)  # a typed decode stops at the first mismatch: is it JSON?
+    except _UNREADABLE:
+        raise NotJson("Invalid JSON") from None
+    if kind is None:
+        raise MalformedFrame("Missing required field: type")
+    if kind not in CLIENT_TYPES:
+        return UnknownMessage(kind)
+    raise MalformedFrame("Missing required field: channels")
 
 
 def _known_type(frame: str | bytes) -> str | None:
+    """The frame's `type`, if it is an object with a string one, after its typed decode failed
+    on its shape. A frame too deep or broken past the point where that decode stopped raises."""
     try:
         return _type_decoder.decode(frame).type
-    except msgspec.MsgspecError:
+    except msgspec.ValidationError:
         return None
+
+
+#: What a malformed frame's description keeps of the decoder's text (which quotes the frame).
+_SAID_LENGTH: Final = 200
+
+
+def _short(exc: Exception) -> str:
+    text = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+    return text if len(text) <= _SAID_LENGTH else text[:_SAID_LENGTH] + "…"
 
 
 def encode(message: msgspec.Struct) -> str:

@@ -15,11 +15,10 @@ from providers.luzia import normalize, wire
 from schemas import json_encoder
 from schemas.timeutil import format_iso_ns
 
-# Plain decimal notation as a JSON number: optional minus, integer digits, optional fraction.
-# The integer "-0" is the one exception: msgspec reads it as an int, so it comes out as "0"
-# (same value; no price is negative zero).
-decimal_text = st.from_regex(r"-?(0|[1-9][0-9]{0,15})(\.[0-9]{1,12})?", fullmatch=True).filter(lambda t: t != "-0")
-ns_ms = st.integers(0, 4_102_444_800_000).map(lambda ms: ms * 1_000_000)  # up to 2100, whole ms
+# Plain decimal notation as a JSON number: integer digits, optional fraction, within the price
+# bounds of `providers.common.values` (0..10^12).
+decimal_text = st.from_regex(r"(0|[1-9][0-9]{0,11})(\.[0-9]{1,12})?", fullmatch=True)
+ns_ms = st.integers(1_230_768_000_000, 4_102_444_800_000).map(lambda ms: ms * 1_000_000)  # 2009..2100, whole ms
 
 
 def _ticker_frame(number: str = "1", data_ts: str = '"2024-01-23T10:13:20.000Z"', outer_ts: str = '"2024-01-23T10:13:20.050Z"') -> str:
