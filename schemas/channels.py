@@ -3,12 +3,14 @@ symbol of the exchange) or `{datatype}:*` (every symbol of every exchange).
 
 `Status.stream` carries channels in this form, and the native endpoint's clients subscribe with it.
 Symbols accept `/` or `-` (Luzia's SDK writes `BTC-USDT`); the canonical form uses `/`.
+A channel is ASCII, checked before any case mapping (`schemas.instruments` says why).
+Never: accepts non-ASCII text, or echoes more than a bounded prefix of a rejected channel.
 """
 
 from __future__ import annotations
 
 from schemas.events import DATATYPES
-from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol, shown
 
 
 class ChannelError(ValueError):
@@ -20,21 +22,23 @@ def parse_channel(text: str) -> tuple[str, str | None, str | None]:
     `trade:*` → (`trade`, None, None)."""
     if not isinstance(text, str):
         raise ChannelError("a channel is a string")
+    if not text.isascii():  # before `.lower()`: the Kelvin sign would become `k`
+        raise ChannelError(f"{shown(text)}: a channel is ASCII text")
     parts = text.split(":")
     if len(parts) not in (2, 3):
-        raise ChannelError(f"{text!r}: expected datatype:exchange[:BASE/QUOTE]")
+        raise ChannelError(f"{shown(text)}: expected datatype:exchange[:BASE/QUOTE]")
     datatype = parts[0].strip().lower()
     if datatype not in DATATYPES:
-        raise ChannelError(f"{text!r}: unknown data type {parts[0]!r} (known: {', '.join(DATATYPES)})")
+        raise ChannelError(f"{shown(text)}: unknown data type {shown(parts[0])} (known: {', '.join(DATATYPES)})")
     if parts[1].strip() == "*":
         if len(parts) == 3:
-            raise ChannelError(f"{text!r}: '*' (every exchange) takes no symbol")
+            raise ChannelError(f"{shown(text)}: '*' (every exchange) takes no symbol")
         return datatype, None, None
     try:
         exchange = canonical_exchange(parts[1])
         symbol = canonical_symbol(parts[2]) if len(parts) == 3 else None
     except InstrumentError as exc:
-        raise ChannelError(f"{text!r}: {exc}") from None
+        raise ChannelError(f"{shown(text)}: {exc}") from None
     return datatype, exchange, symbol
 
 

@@ -22,7 +22,9 @@ Filters, our reading of the spec where it is terse:
   list selects it (the documented "all COINBASE and ITBIT symbols and additionally two BITSTAMP/
   BITFINEX symbols" example; we apply the same union to the asset list).
 - An empty or absent list filters nothing; with no non-empty list at all, EVERY symbol matches.
-- Ids are upper case at CoinAPI, so filter items and ids are compared case-insensitively.
+- Ids are upper case at CoinAPI, so filter items and ids are compared case-insensitively, by
+  ASCII case only: an item with a non-ASCII character is never case-mapped (`ß` must not become
+  `SS`, nor the Kelvin sign `K`), so it matches no id and pins no exchange (the server refuses it).
 How filters combine across messages (the scope) is the server's: `server.Scope`.
 """
 
@@ -37,9 +39,10 @@ from typing import Final, NamedTuple
 from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
 
 KINDS: Final = frozenset({"SPOT", "PERP", "FTS", "OPT", "IDX"})
-_TOKEN: Final = re.compile(r"[A-Za-z0-9.\-]+")
-_DATE: Final = re.compile(r"\d{6}")
-_STRIKE: Final = re.compile(r"\d+(?:\.\d+)?")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9.\-]+", re.ASCII)
+# `[0-9]`, not `\d`: `\d` matches every Unicode digit (`١٢٣٤٥٦` is no date).
+_DATE: Final = re.compile(r"[0-9]{6}")
+_STRIKE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 #: Tokens after the kind, suffix excluded.
 _ARITY: Final = {"SPOT": 2, "PERP": 2, "FTS": 3, "OPT": 5}
 
@@ -180,8 +183,14 @@ class SymbolMapper:
 # ---------------------------------------------------------------------------- filters
 
 
+def ascii_upper(item: str) -> str:
+    """Upper case by ASCII rules only: non-ASCII text is left as it is, so no Unicode case
+    mapping can turn it into an ASCII id."""
+    return item.upper() if item.isascii() else item
+
+
 def _upper(items: Iterable[str] | None) -> frozenset[str]:
-    return frozenset(item.upper() for item in items or ())
+    return frozenset(ascii_upper(item) for item in items or ())
 
 
 def _exchange_and_assets(symbol_id: str) -> tuple[str, str | None, str | None]:
@@ -221,7 +230,7 @@ class SubscriptionFilter:
         if found is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            found = self._cache[symbol_id] = self.everything or self._selects(symbol_id.upper())
+            found = self._cache[symbol_id] = self.everything or self._selects(ascii_upper(symbol_id))
         return found
 
     def _selects(self, symbol_id: str) -> bool:
@@ -279,6 +288,8 @@ def prefix_exchange(prefix: str) -> str | Unpinned:
     first token (`BITSTAMP_` → `BITSTAMP`): CoinAPI's exchange ids have no `_`, so an exchange whose
     id has one is reached by its kind-spelling prefixes. A prefix pinning a kind other than SPOT
     (`BINANCEFTS_PERP_`) selects no plain SPOT id."""
+    if not prefix.isascii():  # no CoinAPI id has a non-ASCII character
+        return Unpinned.NONE
     complete = prefix.upper().split("_")[:-1]  # the last part may be cut short
     if not complete:
         return Unpinned.EVERY

@@ -4,6 +4,7 @@ Owns: parsing channel names (`ticker:{exchange}:{symbol}` one symbol, `ticker:{e
 symbol of the exchange) and formatting them canonically (lower-case exchange id, upper-case
 `BASE/QUOTE`; `/` and `-` are the same separator on input, `/` on output); which instrument a
 channel covers; and the tiers' documented limits.
+Channels are ASCII, checked before any case mapping (`schemas.instruments` says why).
 Never: knows which exchanges or symbols exist (a server's catalog decides), or does I/O.
 """
 
@@ -14,10 +15,13 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol, shown
 
 #: The only channel kind Luzia has.
 KIND: Final = "ticker"
+#: Channel names up to this long are cached; a longer one is no real channel, and caching it
+#: would let a client fill the cache with 64 KiB names (8,192 of them: 512 MiB).
+_CACHED_LENGTH: Final = 96
 
 Need = tuple[str, str | None]  # (exchange, symbol); symbol None: every symbol of the exchange
 
@@ -45,22 +49,32 @@ def format_channel(exchange: str, symbol: str | None = None) -> str:
     return f"{KIND}:{exchange}:{symbol}"
 
 
-@lru_cache(maxsize=8192)
 def parse_channel(text: str) -> Channel:
     """`ticker:Binance:btc-usdt` → Channel("binance", "BTC/USDT"); ChannelError if malformed.
 
     Cached: the same few channel names come back on every (re)subscribe and every server reply.
     """
-    if not isinstance(text, str) or text != "".join(text.split()):
-        raise ChannelError(f"not a channel (whitespace or not text): {text!r}")
+    if not isinstance(text, str):
+        raise ChannelError(f"not a channel (not text): {shown(text)}")
+    return _parse_cached(text) if len(text) <= _CACHED_LENGTH else _parse(text)
+
+
+@lru_cache(maxsize=8192)
+def _parse_cached(text: str) -> Channel:
+    return _parse(text)
+
+
+def _parse(text: str) -> Channel:
+    if not text.isascii() or text != "".join(text.split()):
+        raise ChannelError(f"not a channel (whitespace or not ASCII): {shown(text)}")
     kind, _, rest = text.partition(":")
     if kind != KIND or not rest:
-        raise ChannelError(f"not a {KIND} channel: {text!r}")
+        raise ChannelError(f"not a {KIND} channel: {shown(text)}")
     exchange, sep, symbol = rest.partition(":")
     try:
         return Channel(canonical_exchange(exchange), canonical_symbol(symbol) if sep else None)
     except InstrumentError as exc:
-        raise ChannelError(f"malformed channel {text!r}: {exc}") from None
+        raise ChannelError(f"malformed channel {shown(text)}: {exc}") from None
 
 
 def canonical_channel(text: str) -> str:
