@@ -34,6 +34,7 @@ from collections.abc import Callable, Set
 from typing import Final
 
 import trio
+import trio.lowlevel
 
 from providers.base import ConnectionHealth, EventSink, ProviderHealth
 from providers.coinapi import wire
@@ -358,7 +359,9 @@ class CoinApiAdapter:
         interval = min(1.0, self._router.tracker.stale_after / 2)
         while True:
             await trio.sleep(interval)
-            self._router.check_stale(trio.current_time(), self._clock_ns())
+            self._router.check_stale(trio.current_time())
+            while self._router.report_stale(self._clock_ns()):
+                await trio.lowlevel.checkpoint()  # a slice at a time: other tasks (clients) run in between
 
 
 def _age(then: float | None, now: float | None) -> float | None:

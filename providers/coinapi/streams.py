@@ -6,12 +6,18 @@ by it (CoinAPI's union filters deliver more than we asked for), the ticker build
 gap), and the make-before-break de-duplication of what two overlapping connections both deliver.
 A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like any other; its gaps are
 reported per exchange it has delivered (a `Gap` always names its exchange).
+Staleness is reported in slices (`check_stale` then `report_stale` until it says it is done):
+tens of thousands of streams may go silent at one moment (an exchange halts), and one Status per
+stream through the sink in one go would stall every client for the whole batch. A stream that
+delivers, or is no longer wanted, before its turn is not reported at all (the check just came a
+little later for it); each costs O(1).
 Must never: do I/O or read a clock (wall ns and Trio seconds are passed in), or block: the sink
 is synchronous.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Final
 
@@ -29,6 +35,9 @@ DEDUPE_WINDOW: Final = 10.0
 #: Keys remembered during one overlap; beyond this many the rest may be delivered twice (an
 #: overlap lasts seconds, so this only bounds a pathological burst).
 _DEDUPE_LIMIT: Final = 200_000
+#: Stale statuses emitted per `report_stale` call: the adapter lets the loop run between slices,
+#: so a bystander client waits at most one slice (~1-2 ms of hub fan-out) for its next event.
+STALE_SLICE: Final = 256
 #: Ticker builders kept (one per instrument a ticker stream has seen); beyond, they start over.
 _TICKER_LIMIT: Final = 65_536
 
@@ -47,6 +56,9 @@ class StreamRouter:
         self._dedupe: set[Hashable] | None = None  # ... which the replacement must not deliver again
         self._dedupe_until = 0.0
         self._exchanges_seen: dict[str, set[str]] = {}  # data type → exchanges it has delivered
+        # Newly stale streams not reported yet, oldest first (an ordered set; at most the wanted set).
+        # (An OrderedDict: its `popitem(last=False)` is O(1); a dict's front is not.)
+        self._unreported: OrderedDict[StreamKey, None] = OrderedDict()
         self._routes: dict[type, _Handler] = {
             wire.Trade: self._trade,  # type: ignore[dict-item]
             wire.Quote: self._quote,  # type: ignore[dict-item]
@@ -69,6 +81,10 @@ class StreamRouter:
         keys = [key for key in keys if key in self.wanted]
         self.wanted.difference_update(keys)
         self.tracker.remove(keys)
+        unreported = self._unreported
+        if unreported:
+            for key in keys:
+                unreported.pop(key, None)
 
     def start(self, now: float) -> None:
         """The adapter runs from `now`: every wanted stream's staleness clock starts."""
@@ -205,18 +221,35 @@ class StreamRouter:
         self._exchanges_seen.setdefault(datatype, set()).add(event.exchange)
         for key in Stream(datatype, event.exchange, event.symbol).covering_keys():
             since = self.tracker.seen(key, now)
-            if since is not None:
+            if since is not None and not self._unreported_until_now(key):
                 self._sink(Status(provider=self.provider, ts_gateway=event.ts_gateway, state="recovered", stream=key.channel()))
                 from_ns = event.ts_gateway - int((now - since) * NS_PER_S)
                 self.gaps([key], from_ns, event.ts_gateway, "stale")
         self._sink(event)
 
-    def check_stale(self, now: float, now_ns: int) -> None:
-        """Report the wanted streams that have just gone silent for `stale_after` seconds."""
-        reason = f"no data for {self.tracker.stale_after:g} s"
+    def check_stale(self, now: float) -> None:
+        """Queue the wanted streams that have just gone silent for `stale_after` seconds; then
+        `report_stale` reports them, a slice at a time."""
+        unreported = self._unreported
         for key in self.tracker.newly_stale(now):
-            assert isinstance(key, StreamKey)
-            self._sink(Status(provider=self.provider, ts_gateway=now_ns, state="stale", stream=key.channel(), reason=reason))
+            unreported[key] = None
+
+    def report_stale(self, now_ns: int, limit: int = STALE_SLICE) -> bool:
+        """A stale Status for up to `limit` queued streams; True while more are queued."""
+        reason = f"no data for {self.tracker.stale_after:g} s"
+        unreported, sink, provider = self._unreported, self._sink, self.provider
+        for _ in range(min(limit, len(unreported))):
+            key, _ = unreported.popitem(last=False)
+            sink(Status(provider=provider, ts_gateway=now_ns, state="stale", stream=key.channel(), reason=reason))
+        return bool(unreported)
+
+    def _unreported_until_now(self, key: StreamKey) -> bool:
+        """Whether `key` went stale but was never reported: it delivered before its turn, so it
+        is neither reported stale nor recovered (as if the check had come a little later)."""
+        if key in self._unreported:
+            del self._unreported[key]
+            return True
+        return False
 
     def gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int, cause: str) -> None:
         """One Gap per stream; a stream of every exchange is one Gap per exchange it has delivered."""
