@@ -3,27 +3,50 @@
 Client → gateway: `{"type":"subscribe","channels":[...]}`, `{"type":"unsubscribe","channels":[...]}`,
 `{"type":"ping"}`. Gateway → client: one `subscribed`/`unsubscribed` per channel, `pong`, `error` with
 a `code` (INVALID_JSON, INVALID_REQUEST, UNKNOWN_TYPE, INVALID_CHANNEL, NO_ROUTE,
-SUBSCRIPTION_LIMIT), then the events of `schemas.events` as they come.
+SUBSCRIPTION_LIMIT, RATE_LIMITED), then the events of `schemas.events` as they come.
 Parsing is pure (`parse_request`); `NativeSession` applies requests to the hub and never blocks.
+
+Hostile input: whatever a client sends is a request or an error reply. Undecodable bytes (invalid
+UTF-8, JSON nested thousands deep — msgspec raises RecursionError for it, not DecodeError — or the
+wrong format) are INVALID_JSON; JSON in a binary frame on a JSON stream, and a text frame on a
+MessagePack stream, are read as JSON. A request naming more than `MAX_CHANNELS_PER_REQUEST`
+channels is INVALID_REQUEST and nothing of it is applied. Channels over a cap are refused
+together: one SUBSCRIPTION_LIMIT error after the `subscribed` replies, naming how many (and
+which) were refused — per connection (`server.max_subscriptions_per_client`), or for the gateway
+(`limits.max_streams` distinct streams); nothing already subscribed is lost. Each message takes a
+token of the connection's bucket (`gateway.flood`): a message over the rate is answered
+RATE_LIMITED and not applied, and `limits.flood_strikes` of them in a row end with the error and a
+close (1008).
+Never: lets a client message raise out of `on_message`, or applies a refused message.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Final, Literal
 
 import msgspec
+import trio
 
 from gateway.context import GatewayContext, bearer_token
-from gateway.hub import CodecSubscriber, Hub
+from gateway.flood import FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON, Verdict
+from gateway.hub import CodecSubscriber
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
-from gateway.wsframe import binary_frame, text_frame
+from gateway.wsframe import binary_frame, close_frame, text_frame
 from gateway.wspeer import WebSocketPeer
 from schemas import Event, Gap, json_encoder, msgpack_encoder
 from schemas.channels import ChannelError
+from schemas.instruments import shown
 from schemas.streams import StreamKey
+
+log = logging.getLogger(__name__)
+
+#: Channels one request may name. The message-size cap bounds this too; this bounds one message's
+#: work whatever that cap is set to, and stays well above a legal subscribe of a full connection.
+MAX_CHANNELS_PER_REQUEST: Final = 4096
 
 # ----- wire of the native protocol (pure) ----------------------------------------------------
 
@@ -56,7 +79,8 @@ class Pong(msgspec.Struct, tag="pong", tag_field="type"):
 
 
 ErrorCode = Literal[
-    "INVALID_JSON", "INVALID_REQUEST", "UNKNOWN_TYPE", "INVALID_CHANNEL", "NO_ROUTE", "SUBSCRIPTION_LIMIT"
+    "INVALID_JSON", "INVALID_REQUEST", "UNKNOWN_TYPE", "INVALID_CHANNEL", "NO_ROUTE", "SUBSCRIPTION_LIMIT",
+    "RATE_LIMITED",
 ]
 
 
@@ -64,36 +88,51 @@ class Error(msgspec.Struct, tag="error", tag_field="type", omit_defaults=True):
     code: ErrorCode
     message: str
     channel: str | None = None
+    channels: list[str] | None = None  # SUBSCRIPTION_LIMIT: the channels refused, as sent
 
 
 _KNOWN_TYPES: Final = {"subscribe", "unsubscribe", "ping"}
 
 
 class RequestError(ValueError):
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, fault: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # The decoder raised outside its contract (its bug, not the client's): answered the same,
+        # but counted and logged by the session. The exception's type name only, no client text.
+        self.fault = fault
 
 
 def parse_request(message: str | bytes, *, msgpack: bool = False) -> ClientRequest:
     """Decode one client message; RequestError says which error code it earns."""
-    as_msgpack = msgpack and isinstance(message, bytes)
-    try:
-        raw = msgspec.msgpack.decode(message) if isinstance(message, bytes) and msgpack else msgspec.json.decode(message)
-    except msgspec.DecodeError:
-        # One code for "cannot be decoded" in either format; the text says which format was expected.
-        raise RequestError("INVALID_JSON", f"message is not valid {'MessagePack' if as_msgpack else 'JSON'}") from None
+    raw = _decode(message, msgpack and isinstance(message, bytes))
     if not isinstance(raw, dict):
         raise RequestError("INVALID_REQUEST", "message must be an object with a 'type'")
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise RequestError("INVALID_REQUEST", "missing field 'type'")
     if kind not in _KNOWN_TYPES:
-        raise RequestError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+        raise RequestError("UNKNOWN_TYPE", f"unknown message type {shown(kind)}")
     try:
-        return msgspec.convert(raw, ClientRequest)
+        request = msgspec.convert(raw, ClientRequest)
     except msgspec.ValidationError as exc:
         raise RequestError("INVALID_REQUEST", str(exc).replace("`$.", "`")) from None
+    if not isinstance(request, Ping) and len(request.channels) > MAX_CHANNELS_PER_REQUEST:
+        raise RequestError("INVALID_REQUEST", f"too many channels in one request (max {MAX_CHANNELS_PER_REQUEST})")
+    return request
+
+
+def _decode(message: str | bytes, as_msgpack: bool) -> object:
+    # One code for "cannot be decoded" in either format; the text says which format was expected.
+    problem = f"message is not valid {'MessagePack' if as_msgpack else 'JSON'}"
+    try:
+        if as_msgpack and isinstance(message, bytes):
+            return msgspec.msgpack.decode(message)
+        return msgspec.json.decode(message)
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested thousands deep
+        raise RequestError("INVALID_JSON", problem) from None
+    except Exception as exc:  # noqa: BLE001  defence in depth: outside msgspec's contract, still the client's answer
+        raise RequestError("INVALID_JSON", problem, fault=type(exc).__name__) from None
 
 
 # ----- codecs: one frame per event per format, shared by every client of that format --------
@@ -150,70 +189,130 @@ class NativeEndpoint:
         codec = CODECS.get(request.query.get("format", "json"))
         if codec is None:
             return json_response(400, {"message": "format must be json or msgpack"})
-        limit = self.ctx.config.server.max_subscriptions_per_client
-        return NativeSession(self.ctx.hub, peer.outbox, codec, limit)
+        return NativeSession(self.ctx, peer.outbox, codec, close=peer.close)
 
     async def http(self, request: HttpRequest) -> HttpResponse | None:
         return None
-
 
 
 class NativeSession(CodecSubscriber):
     codec: NativeCodec
 
     def __init__(
-        self, hub: Hub, outbox: Outbox, codec: NativeCodec, max_subscriptions: int, *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        ctx: GatewayContext,
+        outbox: Outbox,
+        codec: NativeCodec,
+        *,
+        close: Callable[[int, str], None] | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.hub = hub
-        self._clock_ns = clock_ns
+        self.ctx = ctx
+        self.hub = ctx.hub
+        self._clock, self._clock_ns = clock, clock_ns
         self.outbox = outbox
         self.codec = codec
-        self.max_subscriptions = max_subscriptions
+        self._close = close or self._close_outbox
+        self.max_subscriptions = ctx.config.server.max_subscriptions_per_client
+        self.max_streams = ctx.config.limits.max_streams
+        self.guard = ctx.flood_guard(clock())
         self.subscriptions: set[StreamKey] = set()
         self._replies: list[bytes] = []  # the replies of the request being answered
+        self._closed = False
+
+    def _close_outbox(self, code: int, reason: str) -> None:
+        self.outbox.close(close_frame(code, reason))
 
     def on_message(self, message: str | bytes) -> None:
+        if self._closed:
+            return  # closing for flooding: nothing more is answered
+        verdict = self.guard.check(self._clock())
         with self.hub.batch():  # one update per source for all the streams this changes
             self._replies = []
-            self._on_message(message)
+            if verdict is Verdict.ALLOW:
+                self._on_message(message)
+            else:
+                self._flooded()
             # One request's replies are one control item: a thousand-channel subscribe is answered
             # in full, however low the outbox's bound on replies a client leaves unread.
             if self._replies:
                 self.outbox.put_control(b"".join(self._replies))
+        if verdict is Verdict.CLOSE:
+            self._closed = True
+            self.ctx.counters.flood_closed += 1
+            self._close(FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON)
+
+    def _flooded(self) -> None:
+        self.ctx.counters.rate_limited += 1
+        limits = self.ctx.config.limits
+        message = (f"too many messages: at most {limits.messages_per_second:g} per second "
+                   f"(bursts of {limits.message_burst}); this one was not applied")
+        self._reply(Error(code="RATE_LIMITED", message=message))
 
     def _on_message(self, message: str | bytes) -> None:
         try:
             request = parse_request(message, msgpack=self.codec.msgpack)
         except RequestError as exc:
-            self._reply(Error(code=exc.code, message=str(exc)))
+            self._refused(exc)
             return
         if isinstance(request, Ping):
             self._reply(Pong(ts_gateway=self._clock_ns()))
         elif isinstance(request, Subscribe):
-            for channel in request.channels:
-                self._subscribe(channel)
+            self._subscribe_all(request.channels)
         else:
             for channel in request.channels:
                 self._unsubscribe(channel)
 
-    def _subscribe(self, channel: str) -> None:
+    def _refused(self, exc: RequestError) -> None:
+        if exc.code == "INVALID_JSON":
+            self.ctx.counters.malformed += 1
+        if exc.fault is not None:
+            self.ctx.counters.decoder_faults += 1
+            log.warning("native client message: decoder raised %s; answered INVALID_JSON", exc.fault)
+        self._reply(Error(code=exc.code, message=str(exc)))
+
+    def _subscribe_all(self, channels: list[str]) -> None:
+        """Each channel's answer in order; those over a cap refused together at the end."""
+        over_connection: list[str] = []
+        over_gateway: list[str] = []
+        for channel in channels:
+            key = self._key(channel)
+            if key is None:
+                continue
+            if key not in self.subscriptions:
+                if len(self.subscriptions) >= self.max_subscriptions:
+                    over_connection.append(channel)
+                    continue
+                if not self.hub.room_for((key,), self.max_streams):
+                    over_gateway.append(channel)
+                    continue
+            # Reply before subscribing, so the confirmation precedes the stream's first event.
+            self._reply(Subscribed(channel=key.channel()))
+            self.subscriptions.add(key)
+            self.hub.subscribe(self, key)
+        if over_connection:
+            self._over_cap(over_connection, f"subscription limit reached (max {self.max_subscriptions} per connection)")
+        if over_gateway:
+            self._over_cap(over_gateway, f"the gateway's stream limit is reached (max {self.max_streams} streams)")
+
+    def _key(self, channel: str) -> StreamKey | None:
+        """The channel's key, or None once its error is queued (malformed, or not routed)."""
         try:
             key = StreamKey.parse(channel)
         except ChannelError as exc:
             self._reply(Error(code="INVALID_CHANNEL", message=str(exc), channel=channel))
-            return
+            return None
         refusal = self.hub.refusal(key.datatype)
         if refusal is not None:
             self._reply(Error(code="NO_ROUTE", message=refusal, channel=channel))
-            return
-        if key not in self.subscriptions and len(self.subscriptions) >= self.max_subscriptions:
-            message = f"subscription limit reached (max {self.max_subscriptions} per connection)"
-            self._reply(Error(code="SUBSCRIPTION_LIMIT", message=message, channel=channel))
-            return
-        # Reply before subscribing, so the confirmation precedes the stream's first event.
-        self._reply(Subscribed(channel=key.channel()))
-        self.subscriptions.add(key)
-        self.hub.subscribe(self, key)
+            return None
+        return key
+
+    def _over_cap(self, channels: list[str], why: str) -> None:
+        self.ctx.counters.over_cap += 1
+        message = f"{why}: {len(channels)} channel{'s' if len(channels) != 1 else ''} refused"
+        self._reply(Error(code="SUBSCRIPTION_LIMIT", message=message, channels=channels))
 
     def _unsubscribe(self, channel: str) -> None:
         try:

@@ -3,6 +3,8 @@
 import msgspec
 import pytest
 
+from gateway.config import parse
+from gateway.context import GatewayContext
 from gateway.dialects.native import CODECS, NativeSession, Ping, RequestError, Subscribe, parse_request
 from gateway.hub import Hub
 from gateway.outbox import DroppedWindow, Outbox
@@ -45,12 +47,19 @@ def test_undecodable_messages_name_the_format_expected():
     assert str(info.value) == "message is not valid JSON"
 
 
+def native_config(max_subscriptions=10, limits=""):
+    return parse(f"""[server]\nmax_subscriptions_per_client = {max_subscriptions}\n[limits]\n{limits}
+[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrade = ["ca"]""")
+
+
 def _session(max_subscriptions=10):
     hub = Hub({"trade": ["ca"]})
     adapter = FakeAdapter("ca", {"trade"})
     hub.add_source(adapter)
     clock = iter(range(1_000, 10**6, 1_000)).__next__  # the wall clock, injected: exact times
-    return NativeSession(hub, Outbox(limit=100), CODECS["json"], max_subscriptions, clock_ns=clock), adapter
+    ctx = GatewayContext(native_config(max_subscriptions), hub, None)
+    session = NativeSession(ctx, Outbox(limit=100), CODECS["json"], clock=lambda: 0.0, clock_ns=clock)
+    return session, adapter
 
 
 def _replies(session):
@@ -73,8 +82,10 @@ def test_subscribe_replies_per_channel_with_the_canonical_name():
 def test_invalid_channel_and_limit():
     session, _ = _session(max_subscriptions=1)
     session.on_message('{"type":"subscribe","channels":["trade:binance:BTC","trade:a","trade:b","trade:a"]}')
-    codes = [r.get("code", r["type"]) for r in _replies(session)]
-    assert codes == ["INVALID_CHANNEL", "subscribed", "SUBSCRIPTION_LIMIT", "subscribed"]
+    replies = _replies(session)
+    codes = [r.get("code", r["type"]) for r in replies]
+    assert codes == ["INVALID_CHANNEL", "subscribed", "subscribed", "SUBSCRIPTION_LIMIT"]  # the cap's error last
+    assert replies[-1]["channels"] == ["trade:b"]
 
 
 def test_unsubscribe_and_close_release_upstream_demand():
