@@ -45,22 +45,25 @@ from providers.coinapi.policy import CoinApiPolicy
 from providers.coinapi.server import HelloLimiter
 from providers.coinapi.streams import StreamRouter
 from providers.common.backoff import Backoff
-from providers.common.counters import FrameCounters
+from providers.common.counters import MALFORMED_RUN_LIMIT, FrameCounters
 from providers.common.errors import AuthRejected, MalformedFrame, ProviderError, TransportError, UnknownMessage
 from providers.common.liveness import trio_now
 from providers.common.reconnect import RETRYABLE, Failure, LinkState, leaves, reconnect_forever
-from providers.common.redact import Redactor
+from providers.common.redact import Redactor, url_without_credentials
 from providers.common.signal import Wakeup
 from providers.common.transport import Connector, connect_tcp
 from schemas import Status
 from schemas.streams import StreamKey
-from schemas.timeutil import TimestampError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "wss://ws.coinapi.io/v1/"
 #: Changes to the wanted set within this long go out as one message.
 COALESCE_SECONDS: Final = 0.05
+#: Of a provider's error text, the log line keeps this much (CoinAPI's known texts are < 80).
+MAX_DETAIL_CHARS: Final = 300
+#: ... after redacting this much of it (a huge text is not scanned whole for the key).
+_DETAIL_SCAN_CHARS: Final = 4 * MAX_DETAIL_CHARS
 
 
 class CoinApiAdapter:
@@ -96,6 +99,7 @@ class CoinApiAdapter:
         self._link_ids = itertools.count(1)
         self._links: list[Connection] = []
         self._active: Connection | None = None
+        self._replacement: Connection | None = None  # opened on a `reconnect` notice, not serving yet
         self._nursery: trio.Nursery | None = None
         self._idle = True  # waiting for something to be wanted: no connection
         self._refused = False  # our key was refused, and no session has been served since
@@ -106,7 +110,7 @@ class CoinApiAdapter:
         self._lost: tuple[int, frozenset[StreamKey]] | None = None  # (last data ns, streams) of a lost session
 
     def __repr__(self) -> str:  # never the key
-        return f"CoinApiAdapter({self.name!r}, url={self._url!r})"
+        return f"CoinApiAdapter({self.name!r}, url={url_without_credentials(self._url)!r})"
 
     # ------------------------------------------------------------------ the Source contract
 
@@ -184,7 +188,7 @@ class CoinApiAdapter:
                 await nursery.start(self._link_task, self._new_link())
                 nursery.start_soon(self._sender)
         finally:
-            self._nursery, self._active = None, None
+            self._nursery, self._active, self._replacement = None, None, None
             for link in self._links:
                 self._planner.detach(link.scope)
             self._links.clear()
@@ -221,6 +225,9 @@ class CoinApiAdapter:
             if not self._carried_on(link, group):
                 raise
         finally:
+            if link is self._replacement:
+                self._replacement = None
+                self._router.overlap_failed()  # what the old one delivered will not be repeated
             if link in self._links:
                 self._links.remove(link)
             self._planner.detach(link.scope)
@@ -286,15 +293,23 @@ class CoinApiAdapter:
 
     # ------------------------------------------------------------------ frames
 
-    def _on_frame(self, link: Connection, raw: str | bytes) -> None:
-        self._last_frame_at = link.last_frame_at
-        now_ns = self._clock_ns()  # ts_gateway: stamped once per frame
+    def _on_frame(self, link: Connection, raw: str | bytes) -> bool:
+        """One frame of `link`; True if it was good (only a good frame is liveness). A malformed
+        one is counted and skipped; `MALFORMED_RUN_LIMIT` in a row end the connection."""
         self._counters.frames += 1
         try:
-            message = wire.decode_server(raw)
+            self._handle(link, raw, self._clock_ns())  # ts_gateway: stamped once per frame
         except MalformedFrame:
-            self._counters.malformed += 1
-            return
+            if self._counters.bad():
+                raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row") from None
+            return False
+        self._counters.good()
+        self._last_frame_at = trio.current_time()
+        return True
+
+    def _handle(self, link: Connection, raw: str | bytes, now_ns: int) -> None:
+        """Decode and act on one frame; raises MalformedFrame (values included: `normalize`)."""
+        message = wire.decode_server(raw)
         if isinstance(message, UnknownMessage):
             self._counters.unknown += 1
             return
@@ -304,26 +319,25 @@ class CoinApiAdapter:
             if link.retired:
                 return
             self._switch_to(link, now_ns)
-        self._last_frame_ns = now_ns
         if type(message) is wire.Reconnect:
             self._on_reconnect(link, message)
-            return
-        try:
+        else:
             self._router.route(link.sequences, message, now_ns, trio.current_time())
-        except (TimestampError, MalformedFrame):
-            self._counters.malformed += 1
+        self._last_frame_ns = now_ns
 
     def _error(self, text: str) -> Exception:
-        """CoinAPI errors are terminal; a refused key must not be hammered."""
+        """CoinAPI errors are terminal; a refused key must not be hammered. The provider's text is
+        only the (redacted, shortened) detail for the log: health and clients get our wording."""
         refused = "invalid api key" in text.lower()  # read before redaction, which may change words
-        text = self._redact(text)
+        detail = self._redact(text[:_DETAIL_SCAN_CHARS])[:MAX_DETAIL_CHARS]
         if refused:
-            return AuthRejected(text)
-        return ProviderError(f"provider error: {text}")
+            return AuthRejected("the provider refused the key", detail=detail)
+        return ProviderError("the provider sent an error", detail=detail)
 
     def _switch_to(self, link: Connection, now_ns: int) -> None:
         """`link` delivered its first frame: it becomes the active connection."""
         self._active = link
+        self._replacement = None
         self._router.switched(trio.current_time())
         for other in self._links:
             if other is not link and not other.retired:
@@ -349,8 +363,9 @@ class CoinApiAdapter:
         if any(other is not link and not other.retired for other in self._links) or self._nursery is None:
             return  # a replacement is already on its way
         log.info("coinapi %s: server asks to reconnect within %s s", self.name, message.within_seconds)
-        self._router.begin_overlap()
-        self._nursery.start_soon(self._link_task, self._new_link())
+        self._router.begin_overlap(trio.current_time())
+        self._replacement = replacement = self._new_link()
+        self._nursery.start_soon(self._link_task, replacement)
 
     def _status(self, state: str, *, reason: str | None = None) -> None:
         self._sink(Status(provider=self.name, ts_gateway=self._clock_ns(), state=state, reason=reason))  # type: ignore[arg-type]

@@ -2,7 +2,8 @@
 
 Owns: one connection's life: open the transport (within the idle timeout), let the adapter send
 the first message, read frames until the connection ends, transport pings, the data-idle deadline
-("connected but mute": heartbeats count as data), and what the adapter keeps per connection (its
+("connected but mute": heartbeats count as data, malformed frames do not: a connection sending
+only garbage is not alive), and what the adapter keeps per connection (its
 server's scope, its sequence numbers, when it last sent a frame). Leaving closes politely (the
 transport's close); a peer believed dead (idle or pong timeout) is cut off without waiting.
 Must never: decode or interpret a frame (the adapter's `on_frame` does), import trio-websocket, or
@@ -50,12 +51,13 @@ class Connection:
         headers: Headers,
         policy: CoinApiPolicy,
         on_open: Callable[[Connection], Awaitable[None]],
-        on_frame: Callable[[Connection, str | bytes], None],
+        on_frame: Callable[[Connection, str | bytes], bool],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, `on_open` (the first hello), `started()`, then read until the connection
-        fails (raises) or is retired (returns)."""
+        fails (raises) or is retired (returns). `on_frame` says whether the frame was good: only
+        a good one feeds the idle deadline and the last-frame time."""
         idle = IdleDeadline(policy.idle_timeout)
         with self.cancel_scope, idle.scope:
             async with open_transport(connector, url, headers, close_timeout=CLOSE_TIMEOUT) as transport:
@@ -73,12 +75,12 @@ class Connection:
         if idle.expired:
             raise ProviderError(f"no data for {policy.idle_timeout:g} s")
 
-    async def _read(self, transport: Transport, idle: IdleDeadline, on_frame: Callable[[Connection, str | bytes], None]) -> None:
+    async def _read(self, transport: Transport, idle: IdleDeadline, on_frame: Callable[[Connection, str | bytes], bool]) -> None:
         while True:
             raw = await transport.receive()
-            idle.fed()
-            self.last_frame_at = trio.current_time()
-            on_frame(self, raw)
+            if on_frame(self, raw):
+                idle.fed()
+                self.last_frame_at = trio.current_time()
 
     async def _pinger(self, transport: Transport, interval: float, timeout: float) -> None:
         while True:

@@ -30,11 +30,12 @@ from schemas.streams import Stream, StreamKey
 from schemas.timeutil import NS_PER_S
 
 #: After a make-before-break switch, the new connection's repeats of what the old one already
-#: delivered arrive within moments; their keys are kept this long.
+#: delivered arrive within moments; their keys are kept this long. It also bounds how long an
+#: overlap is recorded while the replacement connects (CoinAPI's notice gives it ~10 s).
 DEDUPE_WINDOW: Final = 10.0
-#: Keys remembered during one overlap; beyond this many the rest may be delivered twice (an
-#: overlap lasts seconds, so this only bounds a pathological burst).
-_DEDUPE_LIMIT: Final = 200_000
+#: Keys remembered during one overlap (hashes: ~60 bytes each, ~12 MB at most); beyond this many
+#: the rest may be delivered twice (an overlap lasts seconds: this bounds a pathological burst).
+DEDUPE_LIMIT: Final = 200_000
 #: Stale statuses emitted per `report_stale` call: the adapter lets the loop run between slices,
 #: so a bystander client waits at most one slice (~1-2 ms of hub fan-out) for its next event.
 STALE_SLICE: Final = 256
@@ -52,8 +53,11 @@ class StreamRouter:
         self.tracker: StalenessTracker[StreamKey] = StalenessTracker(stale_after)
         self.wanted: set[StreamKey] = set()
         self._tickers: dict[Instrument, normalize.TickerBuilder] = {}
-        self._overlap: set[Hashable] | None = None  # keys delivered while a replacement connects
-        self._dedupe: set[Hashable] | None = None  # ... which the replacement must not deliver again
+        # Hashes of the keys delivered while a replacement connects, until `_overlap_until` ...
+        self._overlap: set[int] | None = None
+        self._overlap_until = 0.0
+        # ... which the replacement must not deliver again, until `_dedupe_until`.
+        self._dedupe: set[int] | None = None
         self._dedupe_until = 0.0
         self._exchanges_seen: dict[str, set[str]] = {}  # data type → exchanges it has delivered
         # Newly stale streams not reported yet, oldest first (an ordered set; at most the wanted set).
@@ -100,9 +104,13 @@ class StreamRouter:
 
     # ------------------------------------------------------------------ make-before-break
 
-    def begin_overlap(self) -> None:
+    def begin_overlap(self, now: float) -> None:
         """A replacement connection is on its way: remember what the current one delivers."""
-        self._overlap = set()
+        self._overlap, self._overlap_until = set(), now + DEDUPE_WINDOW
+
+    def overlap_failed(self) -> None:
+        """The replacement failed before it delivered: nothing of the overlap will be repeated."""
+        self._overlap = None
 
     def switched(self, now: float) -> None:
         """The replacement took over: drop its repeats of what was remembered, for a while."""
@@ -113,15 +121,23 @@ class StreamRouter:
     def reset(self) -> None:
         self._overlap = self._dedupe = None
 
+    def expire(self, now: float) -> None:
+        """Let go of de-duplication state past its time (also when no message comes to notice)."""
+        if self._overlap is not None and now > self._overlap_until:
+            self._overlap = None
+        if self._dedupe is not None and now > self._dedupe_until:
+            self._dedupe = None
+
     def _duplicate(self, key: Hashable, now: float) -> bool:
-        if self._dedupe is not None:
-            if now > self._dedupe_until:
-                self._dedupe = None
-            elif key in self._dedupe:
-                self._dedupe.discard(key)
-                return True
-        if self._overlap is not None and len(self._overlap) < _DEDUPE_LIMIT:
-            self._overlap.add(key)
+        if self._dedupe is None and self._overlap is None:
+            return False  # the usual case: no hash computed
+        self.expire(now)
+        digest = hash(key)  # a 64-bit hash: a false match among 200,000 keys is ~1e-9 likely
+        if self._dedupe is not None and digest in self._dedupe:
+            self._dedupe.discard(digest)
+            return True
+        if self._overlap is not None and len(self._overlap) < DEDUPE_LIMIT:
+            self._overlap.add(digest)
         return False
 
     # ------------------------------------------------------------------ messages
@@ -230,6 +246,7 @@ class StreamRouter:
     def check_stale(self, now: float) -> None:
         """Queue the wanted streams that have just gone silent for `stale_after` seconds; then
         `report_stale` reports them, a slice at a time."""
+        self.expire(now)
         unreported = self._unreported
         for key in self.tracker.newly_stale(now):
             unreported[key] = None

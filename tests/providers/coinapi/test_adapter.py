@@ -162,7 +162,10 @@ async def test_a_refused_key_is_reported_and_not_hammered(autojump_clock, nurser
     await trio.sleep(1000)
     assert [c.opened_at for c in strict.connections] == [0.0, 300.0, 600.0, 900.0]
     health = adapter.health()
-    assert (health.state, health.usable, health.last_error) == ("auth_rejected", False, "AuthRejected: Invalid API key")  # the reconnect loop's wording
+    # Health has the project's wording; the provider's own text is only in the log.
+    assert (health.state, health.usable, health.last_error) == ("auth_rejected", False, "AuthRejected: the provider refused the key")
+    assert "the provider said 'Invalid API key'" in caplog.text
+    assert all(s.reason is None or "Invalid" not in s.reason for s in recorder.statuses)
     assert recorder.when(Status, state="rejected") == [0.0, 300.0, 600.0, 900.0]
     assert [s.stream for s in recorder.statuses if s.state == "stale"] == ["trade:kraken:BTC/USD"]  # no data, indeed
     for text in (caplog.text, msgspec.json.encode(health).decode(), repr(adapter), str(recorder.items)):
@@ -190,7 +193,8 @@ async def test_an_upgrade_refused_with_401_is_a_refused_key(autojump_clock, nurs
     assert adapter.health().last_error == "AuthRejected: upgrade refused with HTTP 401"
 
 
-async def test_other_errors_back_off_normally(autojump_clock, nursery, make_adapter, recorder) -> None:
+async def test_other_errors_back_off_normally(autojump_clock, nursery, make_adapter, recorder, caplog) -> None:
+    caplog.set_level(logging.INFO)
     full = '{"message":"Reached maximum allowed buffered messages for this connection.","type":"error"}'
     server = ScriptedServer([[full, CLOSE], [trade_frame("KRAKEN_SPOT_BTC_USD", 1, "u1")]])
     adapter = make_adapter(server)
@@ -200,7 +204,8 @@ async def test_other_errors_back_off_normally(autojump_clock, nursery, make_adap
     assert len(server.received) == 2 and [t.trade_id for t in recorder.trades] == ["u1"]
     assert recorder.when(Trade) == [pytest.approx(delays(1)[0], abs=1e-9)]
     health = adapter.health()
-    assert health.state == "connected" and "Reached maximum allowed buffered messages" in health.last_error
+    assert (health.state, health.last_error) == ("connected", "ProviderError: the provider sent an error")
+    assert "Reached maximum allowed buffered messages" in caplog.text  # the detail, for the operator
 
 
 async def test_reconnect_notice_is_make_before_break(autojump_clock, nursery, make_adapter, recorder) -> None:
