@@ -35,11 +35,11 @@ from providers.common.counters import FrameCounters
 from providers.common.errors import MalformedFrame
 from providers.common.liveness import trio_now
 from providers.common.reconnect import RETRYABLE, Failure, LinkState, reconnect_forever
-from providers.common.redact import Redactor
+from providers.common.redact import Redactor, url_without_credentials
 from providers.common.signal import Wakeup
 from providers.common.transport import Connector, connect_tcp
 from providers.luzia import normalize, wire
-from providers.luzia.client import DEFAULT_URL, Planner, websocket_url
+from providers.luzia.client import DEFAULT_URL, Planner, detail, error_code, websocket_url
 from providers.luzia.connection import LuziaConnection
 from providers.luzia.grammar import Need, tier_limits
 from providers.luzia.policy import LuziaPolicy
@@ -114,7 +114,7 @@ class LuziaAdapter:
         self._last_error: str | None = None
 
     def __repr__(self) -> str:  # never the key
-        return f"LuziaAdapter(name={self.name!r}, url={self._url!r}, tier={self.tier!r})"
+        return f"LuziaAdapter(name={self.name!r}, url={url_without_credentials(self._url)!r}, tier={self.tier!r})"
 
     # ---- the gateway's side ---------------------------------------------------------------------
 
@@ -306,18 +306,21 @@ class LuziaAdapter:
 
     # ---- frames ---------------------------------------------------------------------------------
 
-    def _on_ticker(self, message: wire.Ticker, ts_gateway: int) -> None:
+    def _on_ticker(self, message: wire.Ticker, ts_gateway: int) -> bool:
+        """A decoded ticker's events to the sink; False (malformed: the connection counts it) if
+        its content cannot be normalized. Nothing is emitted from a ticker that fails halfway."""
         try:
             route = self._streams.route(*normalize.instrument_of(message))
             if route is None:
-                return
+                return True
             events = self._normalized(message, route, ts_gateway)
-        except MalformedFrame:
-            self._counters.malformed += 1
-            return
+        except MalformedFrame as exc:
+            log.debug("%s: skipped a ticker: %s", self.name, self._redact(str(exc)))
+            return False
         self._streams.seen(route.keys, trio.current_time())
         for event in events:
             self._sink(event)
+        return True
 
     def _normalized(self, message: wire.Ticker, route: Route, ts_gateway: int) -> list[Event]:
         events: list[Event] = []
@@ -330,15 +333,17 @@ class LuziaAdapter:
         return events
 
     def _on_error(self, slot: _Slot, conn: LuziaConnection, message: wire.Error) -> None:
-        text = self._redact(message.message or "")
-        self._last_error = f"{message.code}: {text}"
+        """An error that does not end the session. Health and statuses name only its code; what
+        Luzia said goes to the log, bounded and redacted."""
+        code = error_code(message)
+        self._last_error = f"connection {slot.id}: the provider reported {code}"
+        said = detail(message)
+        log.warning("%s: connection %d: %s%s", self.name, slot.id, code, f" ({self._redact(said)!r})" if said else "")
         if message.code in ("INVALID_CHANNEL", "SUBSCRIPTION_LIMIT"):
-            channel = conn.subs.blame(text)
+            channel = conn.subs.blame(said)
             if channel is not None:
                 conn.subs.refused(channel)
                 self._channel_refused(slot, conn, channel, message.code)
-                return
-        log.warning("%s: connection %d: %s", self.name, slot.id, self._last_error)
 
     def _channel_refused(self, slot: _Slot, conn: LuziaConnection, channel: str, code: str) -> None:
         """INVALID_CHANNEL: never again (until no longer wanted). SUBSCRIPTION_LIMIT: learn the real
@@ -346,7 +351,7 @@ class LuziaAdapter:
         if channel not in self._planner.slot(slot.id):
             return  # already planned elsewhere; this answers a subscribe sent before the move
         if code == "INVALID_CHANNEL" or not self._lower_limit(len(conn.subs.confirmed), evict=(channel,)):
-            self._streams.refuse(channel, self._last_error or code)
+            self._streams.refuse(channel, f"refused by the provider ({code})")
             self._planner.exclude(channel)
         self._apply(trio.current_time())
 

@@ -33,8 +33,9 @@ collapsed to fit goes back to symbol channels when one of its own needs changes 
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from typing import Final
 
 from providers.common.errors import AuthRejected, ProviderError
@@ -503,18 +504,46 @@ def _batches(channels: list[str]) -> list[list[str]]:
     return [channels[i : i + SUBSCRIBE_BATCH] for i in range(0, len(channels), SUBSCRIBE_BATCH)]
 
 
-def session_error(message: wire.Error, redact: Callable[[str], str]) -> Exception | None:
-    """The exception that ends the session for this error, or None if the session goes on.
+#: What of a provider's free text (an error message) is kept for the log line: enough to read,
+#: bounded so that a provider echoing megabytes costs neither the redaction nor the log.
+MAX_DETAIL_LENGTH: Final = 300
+#: The shape of an error code worth naming in our own wording; anything else is not a code.
+_CODE: Final = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
+
+
+def error_code(message: wire.Error) -> str:
+    """The error's code as our texts may name it: Luzia's own codes, and any new one of their
+    shape (providers add codes); free text in the code field is not repeated anywhere."""
+    code = message.code
+    return code if code in wire.ERROR_CODES or (code.isascii() and _CODE.fullmatch(code)) else "UNRECOGNISED_CODE"
+
+
+def detail(message: wire.Error) -> str | None:
+    """The provider's free text of an error, bounded (the caller redacts it before logging)."""
+    text = message.message
+    if not isinstance(text, str) or not text:
+        return None
+    return text if len(text) <= MAX_DETAIL_LENGTH else text[:MAX_DETAIL_LENGTH] + "…"
+
+
+#: Our wording for the connection-level errors; the provider's text goes to the log only.
+REFUSED_KEY: Final = "the provider refused the key or plan (CONNECTION_REJECTED)"
+CONNECTION_LIMIT: Final = "the provider's connection limit is reached (CONNECTION_REJECTED)"
+SHUTTING_DOWN: Final = "the provider is shutting down (SERVER_SHUTDOWN)"
+
+
+def session_error(message: wire.Error) -> Exception | None:
+    """The exception that ends the session for this error, or None if the session goes on. Its
+    message is our own wording; what Luzia said is its `detail` (redacted where it is logged).
 
     CONNECTION_REJECTED means a bad key or tier (stop hammering) or the connection limit (back off
     and retry); only the message text tells them apart. SERVER_SHUTDOWN: reconnect shortly.
     """
     if message.code == "CONNECTION_REJECTED":
-        raw = message.message or "connection rejected"
-        text = redact(raw)
-        if "limit" in raw.lower():  # read before redaction, which may change words
-            return ProviderError(f"CONNECTION_REJECTED: {text}")
-        return AuthRejected(f"CONNECTION_REJECTED: {text}")
+        said = detail(message)
+        if said is not None and "limit" in said.lower():
+            return ProviderError(CONNECTION_LIMIT, detail=said)
+        return AuthRejected(REFUSED_KEY, detail=said)
     if message.code == "SERVER_SHUTDOWN":
-        return ProviderError(f"SERVER_SHUTDOWN: {redact(message.message or '')}")
+        return ProviderError(SHUTTING_DOWN, detail=detail(message))
     return None

@@ -8,6 +8,12 @@ end it (`client.session_error`), and the two liveness timers that are per connec
 timeout and the data-idle deadline.
 Never: decides what to subscribe (the adapter's `client.Planner` does), emits events (the adapter
 does), retries (`reconnect_forever` does), or puts the API key into an exception message.
+
+A frame is good (it decoded, and a ticker normalized) or malformed (counted, skipped). Only good
+frames are liveness: they alone feed the idle deadline and `last_frame_at`, so a connection that
+sends nothing but garbage goes "mute" like a silent one. `MALFORMED_RUN_LIMIT` malformed frames in
+a row on this connection (the run is per connection: a healthy one beside it must not hide it)
+end it with a `ProviderError`, and the reconnect loop replaces it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Final, NoReturn
 
 import trio
 
-from providers.common.counters import FrameCounters
+from providers.common.counters import MALFORMED_RUN_LIMIT, FrameCounters
 from providers.common.errors import MalformedFrame, ProviderError, UnknownMessage
 from providers.common.liveness import IdleDeadline
 from providers.common.transport import Connector, Headers, Transport, open_transport
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 
 _PING_FRAME: Final = wire.encode(wire.Ping())
 
-OnTicker = Callable[[wire.Ticker, int], None]  # the message, its receive time (ns)
+OnTicker = Callable[[wire.Ticker, int], bool]  # the message, its receive time (ns) → usable?
 OnError = Callable[["LuziaConnection", wire.Error], None]  # an error that does not end the session
 Serve = Callable[["LuziaConnection", wire.Connected], Awaitable[None]]
 
@@ -55,7 +61,8 @@ class LuziaConnection:
         self.transport: Transport | None = None
         self.connected = False  # True once the server said `connected`
         self.live = False  # connected and not yet being closed
-        self.last_frame_at: float | None = None  # Trio time
+        self.last_frame_at: float | None = None  # Trio time of the last good frame
+        self.malformed_run = 0  # malformed frames since the last good one, on this connection
         self._pong = trio.Event()
 
     async def run(self, connector: Connector, url: str, headers: Headers, connect_timeout: float, serve: Serve) -> None:
@@ -104,7 +111,8 @@ class LuziaConnection:
         idle = IdleDeadline(idle_timeout)
         with idle.scope:
             while True:
-                if type(self._dispatch(await self._receive())) is not wire.Pong:
+                message = self._dispatch(await self._receive())
+                if message is not None and type(message) is not wire.Pong:
                     idle.fed()
         self._transport().peer_dead = True
         raise ProviderError(f"connected but mute: no data for {idle_timeout:g} s")
@@ -115,41 +123,61 @@ class LuziaConnection:
         return await self._transport().receive()
 
     def _dispatch(self, text: str | bytes) -> object:
-        """Decode once, act, return the message (None if malformed)."""
+        """Decode once, act, return the message; None for a malformed frame."""
         ts_gateway = self._clock_ns()
-        self.last_frame_at = trio.current_time()
         self.counters.frames += 1
         try:
             message = wire.decode_server(text)
         except MalformedFrame as exc:
-            self.counters.malformed += 1
-            log.debug("luzia: skipped a malformed frame: %s", exc)
+            self._malformed(exc)
             return None
         if type(message) is wire.Ticker:  # first: nearly every frame is one
-            self._on_ticker(message, ts_gateway)
+            good = self._on_ticker(message, ts_gateway)
         elif type(message) is wire.Pong:
+            good = True
             self._pong.set()
         elif type(message) is wire.Subscribed or type(message) is wire.Unsubscribed:
-            self._ack(message)
+            good = self._ack(message)
         elif type(message) is wire.Error:
+            good = True
             self._error(message)
-        elif type(message) is UnknownMessage:
-            self.counters.unknown += 1
+        else:
+            good = True
+            if type(message) is UnknownMessage:
+                self.counters.unknown += 1
+        if not good:
+            self._malformed(None)
+            return None
+        self._good()
         return message
 
-    def _ack(self, message: wire.Subscribed | wire.Unsubscribed) -> None:
+    def _good(self) -> None:
+        self.last_frame_at = trio.current_time()
+        self.malformed_run = 0
+        self.counters.good()
+
+    def _malformed(self, exc: MalformedFrame | None) -> None:
+        """Count it (the adapter's totals, this connection's run); a run too long ends it."""
+        self.counters.bad()
+        self.malformed_run += 1
+        if exc is not None:
+            log.debug("luzia: skipped a malformed frame: %s", self._redact(str(exc)))
+        if self.malformed_run >= MALFORMED_RUN_LIMIT:
+            raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row")
+
+    def _ack(self, message: wire.Subscribed | wire.Unsubscribed) -> bool:
         try:
             channel = canonical_channel(message.channel)
         except ChannelError:
-            self.counters.malformed += 1
-            return
+            return False
         if type(message) is wire.Subscribed:
             self.subs.subscribed(channel)
         else:
             self.subs.unsubscribed(channel)
+        return True
 
     def _error(self, message: wire.Error) -> None:
-        fatal = session_error(message, self._redact)
+        fatal = session_error(message)
         if fatal is not None:
             raise fatal
         self._on_error(self, message)

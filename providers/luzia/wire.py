@@ -25,13 +25,16 @@ Decoding rules (the convention of `providers.common.errors`, as in every provide
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Final, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, get_args
 
 import msgspec
 
 from providers.common.errors import MalformedFrame, UnknownMessage
 
-Timestamp = Union[str, int, float]  # noqa: UP007 - ISO-8601 text (docs) or Unix ms (the Python SDK's model)
+#: Longest timestamp text: ISO-8601 with nine fractional digits and an offset is 35 characters.
+MAX_TIMESTAMP_LENGTH: Final = 64
+#: ISO-8601 text (docs) or Unix ms (the Python SDK's model).
+Timestamp = Union[Annotated[str, msgspec.Meta(max_length=MAX_TIMESTAMP_LENGTH)], int, float]  # noqa: UP007 - msgspec reads it
 
 #: Longest `type` read as a message type: Luzia's are a dozen characters.
 MAX_TYPE_LENGTH: Final = 64
@@ -41,6 +44,14 @@ MAX_ID_LENGTH: Final = 64
 #: Longest channel name: `ticker:` + exchange + `:` + symbol, with the same room.
 MAX_CHANNEL_LENGTH: Final = 160
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+
+# A field nobody reads takes anything, so that a provider changing its type (or sending a number
+# of 5,000 digits there) costs nothing: decoded, it is the raw JSON text (`msgspec.Raw`, never
+# parsed, re-encoded as it came); written, it is whatever value the writer gives (a `str`).
+if TYPE_CHECKING:
+    Unread = Any
+else:
+    Unread = msgspec.Raw
 _ChannelName = Annotated[str, msgspec.Meta(max_length=MAX_CHANNEL_LENGTH)]
 
 
@@ -56,8 +67,8 @@ class Limits(msgspec.Struct, frozen=True):
 
 
 class Connected(_Message, tag="connected", kw_only=True, frozen=True):
-    message: str | None = None
-    tier: str | None = None
+    message: Unread = None
+    tier: Unread = None
     limits: Limits | None = None
 
 
@@ -70,7 +81,7 @@ class Unsubscribed(_Message, tag="unsubscribed", kw_only=True, frozen=True):
 
 
 class Pong(_Message, tag="pong", kw_only=True, frozen=True):
-    timestamp: Timestamp | None = None
+    timestamp: Unread = None  # the heartbeat needs only that a pong came
 
 
 class Error(_Message, tag="error", kw_only=True, frozen=True):
@@ -81,8 +92,8 @@ class Error(_Message, tag="error", kw_only=True, frozen=True):
 class TickerData(msgspec.Struct, kw_only=True, frozen=True):
     """The REST ticker object; field order is Luzia's, so the emulator's frames read like theirs."""
 
-    symbol: str | None = None
-    exchange: str | None = None
+    symbol: Unread = None  # the outer `symbol` and `exchange` are the ones read
+    exchange: Unread = None
     last: Decimal | None = None
     bid: Decimal | None = None
     ask: Decimal | None = None

@@ -21,7 +21,7 @@ from providers.luzia.grammar import TierLimits
 from providers.luzia.policy import LuziaPolicy
 from schemas import Gap, Quote, Status, Ticker
 from schemas.streams import StreamKey
-from tests.providers.luzia.support import KEY, SEED, is_status, of_type
+from tests.providers.luzia.support import KEY, SEED, is_status, of_type, tag
 from tests.support.memory import memory_connector
 
 BTC = StreamKey("ticker", "binance", "BTC/USDT")
@@ -178,7 +178,21 @@ async def test_the_api_key_never_reaches_health_events_or_logs(autojump_clock, n
     texts = [caplog.text, repr(adapter), msgspec.json.encode(adapter.health()).decode()]
     texts += [msgspec.json.encode(e).decode() for _, e in recorder.events]
     assert not [t for t in texts if KEY in t]
-    assert "lz_***" in adapter.health().last_error
+    assert "lz_***" in caplog.text  # what the provider said is logged, redacted
+    # Health and statuses carry our own words and the code, never the provider's text.
+    assert "Invalid API key" not in texts[2] and "CONNECTION_REJECTED" in adapter.health().last_error
+    assert not [e for _, e in recorder.events if tag(e) == "status" and "Invalid API key" in (e.reason or "")]
+
+
+async def test_a_truncated_upper_cased_echo_of_the_key_is_redacted_in_logs(autojump_clock, nursery, make_adapter, recorder, emulator, caplog):
+    caplog.set_level(logging.DEBUG)
+    await _start(nursery, make_adapter(), BTC)
+    await recorder.wait_for(of_type("ticker"))
+    echo = KEY.upper()[:-3]  # cut off, and in another case
+    await emulator.inject(f'{{"type":"error","code":"INVALID_REQUEST","message":"bad key {echo}"}}')
+    await emulator.inject(f'{{"type":"error","code":"SERVER_SHUTDOWN","message":"going down, {echo}..."}}')
+    await recorder.wait_for(is_status("disconnected"))
+    assert echo.lower() not in caplog.text.lower() and "going down" in caplog.text
 
 
 async def test_server_shutdown_reconnects_after_a_backoff(autojump_clock, nursery, make_adapter, recorder, emulator):

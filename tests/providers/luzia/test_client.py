@@ -9,9 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from providers.common.errors import AuthRejected, ProviderError
-from providers.common.redact import Redactor
 from providers.luzia import wire
-from providers.luzia.client import Subscriptions, session_error, websocket_url
+from providers.luzia.client import (
+    CONNECTION_LIMIT,
+    MAX_DETAIL_LENGTH,
+    REFUSED_KEY,
+    SHUTTING_DOWN,
+    Subscriptions,
+    error_code,
+    session_error,
+    websocket_url,
+)
 from providers.luzia.grammar import TIER_LIMITS, TierLimits, format_channel, parse_channel, tier_limits
 from tests.providers.luzia.reference_planner import Plan, plan_subscriptions
 
@@ -179,18 +187,34 @@ def test_an_error_is_blamed_on_the_channel_it_names_else_the_oldest_unanswered()
 @pytest.mark.parametrize(
     ("code", "text", "kind", "words"),
     [
-        ("CONNECTION_REJECTED", "Invalid API key lz_secret_key", AuthRejected, "CONNECTION_REJECTED: Invalid API key lz_***"),
-        ("CONNECTION_REJECTED", "Connection limit exceeded (max 5 for pro tier)", ProviderError, "limit"),
-        ("SERVER_SHUTDOWN", "Server is shutting down, reconnect shortly", ProviderError, "SERVER_SHUTDOWN: Server"),
+        ("CONNECTION_REJECTED", "Invalid API key lz_secret_key", AuthRejected, REFUSED_KEY),
+        ("CONNECTION_REJECTED", None, AuthRejected, REFUSED_KEY),
+        ("CONNECTION_REJECTED", "Connection limit exceeded (max 5 for pro tier)", ProviderError, CONNECTION_LIMIT),
+        ("SERVER_SHUTDOWN", "Server is shutting down, reconnect shortly", ProviderError, SHUTTING_DOWN),
     ],
 )
-def test_connection_level_errors_end_the_session_as_the_reconnect_loop_reads_them(code, text, kind, words):
-    error = session_error(wire.Error(code=code, message=text), Redactor("secret_key"))
-    assert type(error) is kind and words in str(error)
+def test_connection_level_errors_end_the_session_in_our_words_with_theirs_as_detail(code, text, kind, words):
+    error = session_error(wire.Error(code=code, message=text))
+    assert type(error) is kind and str(error) == words and code in words
+    assert error.detail == text  # the loop redacts it, and logs it only
+
+
+def test_the_providers_text_kept_for_the_log_is_bounded():
+    error = session_error(wire.Error(code="SERVER_SHUTDOWN", message="x" * 100_000))
+    assert error.detail == "x" * MAX_DETAIL_LENGTH + "…"
+
+
+@pytest.mark.parametrize(
+    ("code", "named"),
+    [("INVALID_CHANNEL", "INVALID_CHANNEL"), ("RATE_LIMITED", "RATE_LIMITED"), ("lz_secret_key", "UNRECOGNISED_CODE"),
+     ("X" * 41, "UNRECOGNISED_CODE"), ("ＡＢＣ", "UNRECOGNISED_CODE"), ("", "UNRECOGNISED_CODE")],
+)
+def test_only_a_code_shaped_code_is_named_in_our_texts(code, named):
+    assert error_code(wire.Error(code=code)) == named
 
 
 def test_other_errors_leave_the_session_alone():
-    assert session_error(wire.Error(code="INVALID_CHANNEL", message="Invalid channel: x"), str) is None
+    assert session_error(wire.Error(code="INVALID_CHANNEL", message="Invalid channel: x")) is None
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,9 @@ def test_a_json_number_comes_out_as_the_same_decimal_string(text):
     event = normalize.ticker_event(message, provider="lz", ts_gateway=1)
     assert event.last == Decimal(text)
     encoded = msgspec.json.decode(json_encoder.encode(event))
-    assert encoded["last"] == text and encoded["bid"] == text and encoded["ask"] == text
+    # The same digits and exponent (a zero with seven decimals is written `0E-7`, as Python does).
+    exact = Decimal(text).as_tuple()
+    assert Decimal(encoded["last"]).as_tuple() == Decimal(encoded["bid"]).as_tuple() == Decimal(encoded["ask"]).as_tuple() == exact
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-10**12, max_value=10**12))
