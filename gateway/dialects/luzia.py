@@ -17,11 +17,17 @@ answer with the channel they sent, in order), so a stream a provider refused lat
 here: it simply carries no data, as a quiet symbol would. Tickers are latest-wins (a lagging client
 gets the newest ticker of each symbol, never a stale queue), so nothing a ticker client needs is
 ever dropped, and an upstream gap is healed by the next ticker, which carries the full state.
+Hostile clients: every message takes a token of the connection's bucket (`gateway.flood`); one
+over the rate is answered RATE_LIMITED and not applied, and a client that keeps flooding gets that
+and the close (1008). A new channel beyond `limits.max_streams` distinct streams on the gateway is
+SUBSCRIPTION_LIMIT, like the per-connection limit. A decoder fault (outside its contract) is
+answered INVALID_JSON by the server, and counted and logged here in one line.
 Never: blocks in `on_message` (the hub is synchronous), or writes to the socket (the peer does).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -32,6 +38,7 @@ import trio
 
 from gateway.context import GatewayContext
 from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
+from gateway.flood import Verdict
 from gateway.hub import CodecSubscriber, Frames, Hub
 from gateway.outbox import DroppedWindow
 from gateway.server import HttpRequest, HttpResponse
@@ -42,6 +49,8 @@ from providers.luzia.grammar import Channel, TierLimits
 from providers.luzia.server import Access, Output, ServerConnection, Terms
 from schemas import Event, Gap, Status, Ticker
 from schemas.streams import StreamKey
+
+log = logging.getLogger(__name__)
 
 WEBSOCKET_PATH: Final = "/v1/ws"
 
@@ -75,10 +84,17 @@ def _frame(message: msgspec.Struct) -> bytes:
 
 
 class LuziaEndpoint:
-    def __init__(self, ctx: GatewayContext, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        ctx: GatewayContext,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.ctx = ctx
         self.config = config = ctx.config.endpoints.luzia
         self.clock_ns = clock_ns
+        self.clock = clock  # Trio time: the flood guard's
         self.codec = LuziaCodec()
         self.terms = Terms(config.tier, TierLimits(config.max_connections, config.max_subscriptions))
         self.access = Access(ctx.key_ok, key_form=None, key_required=ctx.local_keys is not None)
@@ -114,9 +130,11 @@ class LuziaSession(CodecSubscriber):
 
     def __init__(self, endpoint: LuziaEndpoint, peer: WebSocketPeer, conn: ServerConnection) -> None:
         self.endpoint, self.peer, self.conn = endpoint, peer, conn
+        self.ctx = endpoint.ctx
         self.hub = endpoint.ctx.hub
         self.outbox = peer.outbox
         self.codec = endpoint.codec
+        self.guard = self.ctx.flood_guard(endpoint.clock())
 
     def open(self, *, connections: int) -> None:
         opening = self.conn.open(connections=connections)
@@ -125,7 +143,38 @@ class LuziaSession(CodecSubscriber):
         self._apply(opening)
 
     def on_message(self, message: str | bytes) -> None:
-        self._apply(self.conn.receive(message, self.endpoint.clock_ns()))
+        verdict = self.guard.check(self.endpoint.clock())
+        if verdict is not Verdict.ALLOW:
+            self._flooded(verdict)
+            return
+        room = self.ctx.stream_room()
+        max_streams = room.max_streams
+
+        def beyond_connection(channel: Channel) -> str | None:
+            return None if room.take(_stream_key(channel)) else f"max {max_streams} streams on this gateway"
+
+        out = self.conn.receive(message, self.endpoint.clock_ns(), room=beyond_connection)
+        self._count(out)
+        self._apply(out)
+
+    def _flooded(self, verdict: Verdict) -> None:
+        counters = self.ctx.counters
+        counters.rate_limited += 1
+        if verdict is Verdict.CLOSE:
+            counters.flood_closed += 1
+        self._apply(self.conn.rate_limited(close=verdict is Verdict.CLOSE))
+
+    def _count(self, out: Output) -> None:
+        counters = self.ctx.counters
+        for reply in out.replies:
+            if type(reply) is wire.Error:
+                if reply.code == "INVALID_JSON":
+                    counters.malformed += 1
+                elif reply.code == "SUBSCRIPTION_LIMIT":
+                    counters.over_cap += 1
+        if out.fault is not None:
+            counters.decoder_faults += 1
+            log.warning("Luzia client message: decoder raised %s; answered INVALID_JSON", out.fault)
 
     def _apply(self, out: Output) -> None:
         if out.replies:  # first: a `subscribed` precedes the stream's first ticker

@@ -33,6 +33,16 @@ Choices where Luzia's documentation is silent (the adapter handles exactly these
   it has one) or SUBSCRIPTION_LIMIT ("Subscription limit exceeded (max N for T tier)").
 - A channel the catalog lacks is INVALID_CHANNEL for unsubscribe too, unless it is subscribed.
 - CONNECTION_REJECTED is sent after the upgrade was accepted, then the close (1008).
+- Hostile input: a message that cannot be decoded (invalid UTF-8 in a binary frame, JSON nested
+  thousands deep: msgspec raises RecursionError for that, not DecodeError) is INVALID_JSON; JSON in
+  a binary frame is read as JSON. A request naming more than `MAX_CHANNELS_PER_REQUEST` channels is
+  INVALID_REQUEST, with nothing of it applied. A decoder raising outside its contract is answered
+  INVALID_JSON too, and `Output.fault` names the exception type for the shell to count and log.
+- A shell may cap what a new channel costs beyond this connection (the gateway's total streams):
+  `receive(..., room=)` says why a channel may not be added, answered SUBSCRIPTION_LIMIT.
+- Flooding (the shell's token bucket decides, `rate_limited`): RATE_LIMITED ("Too many messages"),
+  the message not applied; a client that keeps flooding gets it and the close (1008). Luzia
+  documents no WebSocket rate-limit code; this one is ours, in Luzia's style.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ import msgspec
 from providers.common.errors import RequestError
 from providers.luzia import wire
 from providers.luzia.grammar import Channel, ChannelError, TierLimits, parse_channel
+from schemas.instruments import SHOWN_CHARS
 from schemas.timeutil import format_iso_ns
 
 CONNECTED_MESSAGE: Final = "Connected to Luzia WebSocket API"
@@ -59,6 +70,11 @@ LUZIA_KEY: Final = re.compile(r"lz_[A-Za-z0-9_\-]{1,128}")
 #: WebSocket close codes: policy violation (a refused connection), going away (shutdown).
 CLOSE_REJECTED: Final = 1008
 CLOSE_SHUTDOWN: Final = 1001
+#: Channels one (un)subscribe may name: each earns an answer, so this bounds one message's work
+#: and replies whatever the transport's message-size cap is (a full enterprise set is 500).
+MAX_CHANNELS_PER_REQUEST: Final = 4096
+#: Ours (Luzia documents no WebSocket rate-limit code).
+RATE_LIMITED: Final = "RATE_LIMITED"
 
 _decoder: Final = msgspec.json.Decoder()
 
@@ -116,6 +132,19 @@ class Output(NamedTuple):
     added: list[Channel]
     removed: list[Channel]
     close: Close | None = None
+    fault: str | None = None  # a decoder raised outside its contract: the exception's type name
+
+
+#: Why a new channel may not be added beyond this connection's own limit (None: it may).
+Room = Callable[[Channel], str | None]
+
+
+class DecoderFault(RequestError):
+    """A decoder raised something outside its contract: answered INVALID_JSON all the same."""
+
+    def __init__(self, fault: str) -> None:
+        super().__init__("INVALID_JSON", "Invalid JSON")
+        self.fault = fault
 
 
 def bearer_key(authorization: str | None, form: re.Pattern[str] | None = LUZIA_KEY) -> str | None:
@@ -138,18 +167,22 @@ def parse_request(text: str | bytes) -> wire.ClientMessage:
     """One client message → a request; RequestError with Luzia's code and wording."""
     try:
         raw = _decoder.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested thousands deep
         raise RequestError("INVALID_JSON", "Invalid JSON") from None
+    except Exception as exc:  # noqa: BLE001  defence in depth: still the client's answer, and reported
+        raise DecoderFault(type(exc).__name__) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise RequestError("INVALID_REQUEST", "Missing required field: type")
     kind = raw["type"]
     if kind == "ping":
         return wire.Ping()
     if kind not in ("subscribe", "unsubscribe"):
-        raise RequestError("UNKNOWN_TYPE", f"Unknown message type: {kind}")
+        raise RequestError("UNKNOWN_TYPE", f"Unknown message type: {kind[:SHOWN_CHARS]}")
     channels = raw.get("channels")
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
         raise RequestError("INVALID_REQUEST", "Missing required field: channels")
+    if len(channels) > MAX_CHANNELS_PER_REQUEST:
+        raise RequestError("INVALID_REQUEST", f"Too many channels in one request (max {MAX_CHANNELS_PER_REQUEST})")
     return wire.Subscribe(channels=channels) if kind == "subscribe" else wire.Unsubscribe(channels=channels)
 
 
@@ -204,8 +237,9 @@ class ServerConnection:
 
     # ---- requests -------------------------------------------------------------------------------
 
-    def receive(self, text: str | bytes, now_ns: int) -> Output:
-        """One client message, at `now_ns` (the pong's time): the replies and the changes."""
+    def receive(self, text: str | bytes, now_ns: int, *, room: Room | None = None) -> Output:
+        """One client message, at `now_ns` (the pong's time): the replies and the changes.
+        `room`: the shell's cap beyond this connection's limit, asked for each new channel."""
         out = Output([], [], [])
         if self.state is not State.OPEN:
             return out
@@ -213,18 +247,28 @@ class ServerConnection:
             request = parse_request(text)
         except RequestError as exc:
             out.replies.append(_error(exc.code or "INVALID_REQUEST", str(exc)))
-            return out
+            return out._replace(fault=exc.fault) if isinstance(exc, DecoderFault) else out
         if type(request) is wire.Ping:
             out.replies.append(wire.Pong(timestamp=format_iso_ns(now_ns, 3)))
         elif type(request) is wire.Subscribe:
             for raw in request.channels:
-                out.replies.append(self._subscribe(raw, out))
+                out.replies.append(self._subscribe(raw, out, room))
         elif type(request) is wire.Unsubscribe:
             for raw in request.channels:
                 out.replies.append(self._unsubscribe(raw, out))
         return out
 
-    def _subscribe(self, raw: str, out: Output) -> wire.Subscribed | wire.Error:
+    def rate_limited(self, *, close: bool) -> Output:
+        """A message the shell's rate limit refused (not applied); with `close`, the client kept
+        flooding: the error, then the close (→ CLOSED; the shell releases what it held)."""
+        if self.state is not State.OPEN:
+            return Output([], [], [])
+        error = _error(RATE_LIMITED, "Too many messages; this one was not applied")
+        if not close:
+            return Output([error], [], [])
+        return Output([error], [], self.closed(), Close(CLOSE_REJECTED, "too many messages"))
+
+    def _subscribe(self, raw: str, out: Output, room: Room | None) -> wire.Subscribed | wire.Error:
         channel = self._lookup(raw)
         if isinstance(channel, wire.Error):
             return channel
@@ -233,6 +277,9 @@ class ServerConnection:
             limit = self.terms.limits.subscriptions
             if len(self.channels) >= limit:
                 return _error("SUBSCRIPTION_LIMIT", f"Subscription limit exceeded (max {limit} for {self.terms.tier} tier)")
+            refusal = room(channel) if room is not None else None
+            if refusal is not None:
+                return _error("SUBSCRIPTION_LIMIT", f"Subscription limit exceeded ({refusal})")
             self.channels[name] = channel
             out.added.append(channel)
         return wire.Subscribed(channel=raw)

@@ -80,7 +80,7 @@ def _endpoint(local_keys=None, routes='ticker = ["lz"]', max_connections=2):
     hub = Hub(config.routes)
     adapter = FakeAdapter("lz", {"ticker"})
     hub.add_source(adapter)
-    return LuziaEndpoint(GatewayContext(config, hub, local_keys), clock_ns=lambda: T0 + 123_456_789), adapter
+    return LuziaEndpoint(GatewayContext(config, hub, local_keys), clock_ns=lambda: T0 + 123_456_789, clock=lambda: 0.0), adapter
 
 
 def test_a_session_applies_the_protocol_to_its_outbox_and_the_hub():

@@ -205,7 +205,7 @@ def test_a_connection_that_went_away_releases_its_channels_and_answers_nothing()
     conn = _open()
     conn.receive('{"type":"subscribe","channels":["ticker:coinbase"]}', T0)
     assert conn.closed() == [Channel("coinbase", None)]
-    assert conn.receive('{"type":"subscribe","channels":["ticker:kraken"]}', T0) == ([], [], [], None)
+    assert conn.receive('{"type":"subscribe","channels":["ticker:kraken"]}', T0) == ([], [], [], None, None)
 
 
 # ---- the state machine against a reference model ----------------------------------------------------
@@ -256,7 +256,7 @@ class ServerMachine(RuleBasedStateMachine):
     def receive(self, text: str, now: int) -> None:
         out = self.conn.receive(text, now)
         if not self.open:
-            assert out == ([], [], [], None)  # CLOSED: nothing may follow the close
+            assert out == ([], [], [], None, None)  # CLOSED: nothing may follow the close
             return
         replies = [json.loads(wire.encode(m)) for m in out.replies]
         try:
