@@ -34,6 +34,14 @@ Theory of operation (in the manner of h11's `_state.py`):
 Choices where CoinAPI documents nothing: texts for malformed JSON, unknown message types and the
 rate limit are ours; `Authorization: Bearer <key>` counts as `Authorization: <key>`; an unknown
 path is the shell's 404.
+
+Hostile clients (every refusal is CoinAPI's terminal `error`): a message that cannot be decoded
+(including JSON nested thousands deep) is INVALID_MESSAGE; a decoder raising outside its contract
+is answered the same, and `Refused.fault` names the exception type for the shell to count and log.
+Filter items are ASCII ids of at most `MAX_ID_LENGTH` characters (no Unicode case mapping may
+turn `ß` or the Kelvin sign into an ASCII id), at most `MAX_FILTER_ITEMS` in one message. A
+connection may be required to say something within `Rules.first_message_within` seconds (keyless
+sockets must not hold slots): `expired` then refuses it with NO_FIRST_MESSAGE.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from providers.coinapi import wire
-from providers.coinapi.grammar import SubscriptionFilter
+from providers.coinapi.grammar import SubscriptionFilter, ascii_upper
 from providers.common.errors import MalformedFrame
 from schemas.timeutil import NS_PER_S, format_iso_ns
 
@@ -59,6 +67,20 @@ INVALID_API_KEY: Final = "Invalid API key"
 DATA_TYPE_REQUIRED: Final = "Parameter subscribe_data_type is required."
 #: CoinAPI documents no text for malformed JSON or an unknown message type; this one is ours.
 INVALID_MESSAGE: Final = "Invalid message: not a JSON object with a known type."
+#: Ours: nothing arrived within the shell's deadline for a first message.
+NO_FIRST_MESSAGE: Final = "No hello or subscribe message in time; connection closed."
+#: Filter items one message may carry, all lists together: each is matched against every symbol
+#: id a client is sent (memoized per id), so this bounds that work and the scope's memory.
+MAX_FILTER_ITEMS: Final = 4096
+#: Longest filter item (CoinAPI's longest ids, options with a suffix, are under 64 characters).
+MAX_ID_LENGTH: Final = 128
+#: The request fields holding filter lists, checked item by item.
+FILTER_FIELDS: Final = (
+    "subscribe_filter_symbol_id",
+    "subscribe_filter_exchange_id",
+    "subscribe_filter_asset_id",
+    "subscribe_filter_period_id",
+)
 #: CoinAPI's limit: 10 hello/subscribe messages per 10 seconds per IP.
 HELLO_LIMIT: Final = 10
 HELLO_WINDOW: Final = 10.0
@@ -83,6 +105,20 @@ def unknown_data_type(data_type: str) -> str:
 
 def rate_limited(limit: int, window: float) -> str:
     return f"Too many hello/subscribe messages: at most {limit} per {window:g} seconds."
+
+
+def flooded(per_second: float) -> str:
+    """Ours: a shell's per-connection rate limit on every message."""
+    return f"Too many messages: at most {per_second:g} per second."
+
+
+def invalid_filter(field_name: str, item: str) -> str:
+    """Ours: a filter item that is no id (non-ASCII, or too long)."""
+    return f"Parameter {field_name} contains an invalid item: {item[:MAX_ID_LENGTH]!r}."
+
+
+def too_many_items(limit: int) -> str:
+    return f"Too many filter items in one message: at most {limit}."
 
 
 # ---------------------------------------------------------------------------- the upgrade request
@@ -203,7 +239,7 @@ class HelloLimiter:
 
 
 def _upper(items: Iterable[str] | None) -> frozenset[str]:
-    return frozenset(item.upper() for item in items or ())
+    return frozenset(ascii_upper(item) for item in items or ())
 
 
 def request_filter(message: wire.ClientMessage) -> SubscriptionFilter:
@@ -273,7 +309,22 @@ def validate(message: wire.ClientMessage) -> str | None:
         return DATA_TYPE_REQUIRED
     for data_type in message.subscribe_data_type:
         if data_type not in DATA_TYPES:
-            return unknown_data_type(data_type)
+            return unknown_data_type(data_type[:MAX_ID_LENGTH])
+    return _filter_problem(message)
+
+
+def _filter_problem(message: wire.ClientMessage) -> str | None:
+    """Filter items must be ids: ASCII, not absurdly long, not too many (an empty item is an empty
+    prefix, which selects everything, as CoinAPI reads it)."""
+    count = 0
+    for name in FILTER_FIELDS:
+        items: list[str] = getattr(message, name) or []
+        count += len(items)
+        if count > MAX_FILTER_ITEMS:
+            return too_many_items(MAX_FILTER_ITEMS)
+        for item in items:
+            if len(item) > MAX_ID_LENGTH or not item.isascii():
+                return invalid_filter(name, item)
     return None
 
 
@@ -331,12 +382,13 @@ def _no_refusal(data_type: str) -> str | None:
 @dataclass(frozen=True)
 class Rules:
     """What the shells choose: the auth rule, the refusal text of a data type they cannot serve
-    (None: served), and the hello rate limiter (None: not enforced; the emulator shares one per
-    client IP between connections)."""
+    (None: served), the hello rate limiter (None: not enforced; the emulator shares one per
+    client IP between connections), and the deadline for a first message (None: none)."""
 
     key_check: KeyCheck
     available: Callable[[str], str | None] = _no_refusal
     limiter: HelloLimiter | None = None
+    first_message_within: float | None = None
 
 
 @dataclass(frozen=True)
@@ -355,6 +407,7 @@ class Refused:
 
     error: wire.Error
     request: wire.ClientMessage | None = None
+    fault: str | None = None  # a decoder raised outside its contract: the exception's type name
 
 
 class ServerConnection:
@@ -365,6 +418,8 @@ class ServerConnection:
         self.scope = Scope()
         self.limits: dict[str, float] = {}  # update-limit family → seconds
         self.close_at = math.inf  # set by a `reconnect` notice
+        within = rules.first_message_within
+        self.first_message_by = math.inf if within is None else now + within
         self._last_sent = now
 
     def receive(self, raw: str | bytes, now: float) -> Accepted | Refused | None:
@@ -376,6 +431,8 @@ class ServerConnection:
             request = wire.decode_client(raw)
         except MalformedFrame:
             return self.refuse(INVALID_MESSAGE)
+        except Exception as exc:  # noqa: BLE001  defence in depth: a decoder bug is still the client's answer
+            return Refused(self.refuse(INVALID_MESSAGE).error, fault=type(exc).__name__)
         if not isinstance(request, (wire.Hello, wire.Subscribe, wire.Unsubscribe)):
             return self.refuse(INVALID_MESSAGE)  # an UnknownMessage: no server accepts it
         problem = self._problem(request, now)
@@ -439,6 +496,12 @@ class ServerConnection:
         """The `reconnect` notice of a planned shutdown: the connection closes `within` s from now."""
         self.close_at = min(self.close_at, now + within)
         return wire.Reconnect(within_seconds=within, before_time=format_iso_ns(now_ns + within * NS_PER_S))
+
+    def expired(self, now: float) -> Refused | None:
+        """The refusal of a connection that said nothing by `first_message_by`, else None."""
+        if self.state is State.AWAITING_FIRST and now >= self.first_message_by:
+            return self.refuse(NO_FIRST_MESSAGE)
+        return None
 
     def due(self, now: float) -> bool:
         """Whether the connection must close now (an error was sent, or the notice's time is up)."""
