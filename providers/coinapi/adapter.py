@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 DEFAULT_URL: Final = "wss://ws.coinapi.io/v1/"
 #: Changes to the wanted set within this long go out as one message.
 COALESCE_SECONDS: Final = 0.05
+#: Why a stream is refused before it is ever asked for (`client.Planner.add`).
+DOES_NOT_FIT: Final = "does not fit the provider's subscription limits"
 #: Of a provider's error text, the log line keeps this much (CoinAPI's known texts are < 80).
 MAX_DETAIL_CHARS: Final = 300
 #: ... after redacting this much of it (a huge text is not scanned whole for the key).
@@ -126,8 +128,12 @@ class CoinApiAdapter:
     def update_wanted(self, added: Set[StreamKey], removed: Set[StreamKey]) -> None:
         self._router.remove(removed)
         self._planner.remove(removed)
-        self._router.add(added, trio_now())
-        self._planner.add(added)
+        refused = self._planner.add(added)
+        self._router.add(added - set(refused) if refused else added, trio_now())
+        for key in refused:  # beyond what one CoinAPI connection can ask for: never sent upstream
+            self._sink(Status(
+                provider=self.name, ts_gateway=self._clock_ns(), state="rejected", stream=key.channel(), reason=DOES_NOT_FIT,
+            ))
         self._wanted_changed.fire()
         self._send_needed.fire()
 

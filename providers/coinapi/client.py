@@ -7,8 +7,19 @@ one added or removed key costs O(1) (`Planner.add` / `remove`); and, per upstrea
 cannot say "nothing"), anything else as a replacing `hello`, whose semantics do not depend on how
 the server merges filters. A hello costs the size of the scope by nature; it is only built when
 sent, and the caller coalesces bursts (and obeys `server.HelloLimiter`, the server's own rule).
-Must never: do I/O or read a clock, or send a hello with no filter list (CoinAPI reads that as
-"every symbol of every exchange") unless a stream of every exchange is wanted.
+Must never: do I/O or read a clock, send a hello with no filter list (CoinAPI reads that as
+"every symbol of every exchange") unless a stream of every exchange is wanted, or plan a message
+outside CoinAPI's limits, whatever is wanted:
+- every message fits `MAX_MESSAGE_BYTES`: a scope too big for one hello goes out as a hello of
+  what fits, then `subscribe`s of the rest (the caller paces them by `server.HelloLimiter`, so a
+  20,000-symbol scope takes a few windows); an `unsubscribe` is split the same way;
+- a connection's scope holds at most `MAX_SYMBOL_FILTERS` exact symbol filters: beyond, the
+  exchanges with the most wanted symbols are asked for exchange-wide (one entry instead of
+  hundreds; the router drops what nobody wants), until the rest fits;
+- at most `MAX_EXCHANGE_FILTERS` exchanges: a key naming one more (or an id longer than CoinAPI's)
+  cannot fit and is refused (`Planner.add` returns it, the adapter reports it `rejected`), never
+  sent to fail for everyone. Accepted keys therefore always fit: with every exchange collapsed,
+  the scope is at most `MAX_EXCHANGE_FILTERS` short entries.
 
 Mapping: a symbol stream becomes an exact symbol filter (`BINANCE_SPOT_BTC_USDT$`); an
 exchange-wide stream an exchange filter (which makes that exchange's symbol filters redundant: a
@@ -41,6 +52,19 @@ UPSTREAM_TYPES: Final = {
 }
 #: The only OHLCV period the ticker needs: CoinAPI's calendar-day (UTC) candle.
 TICKER_PERIOD: Final = "1DAY"
+#: Largest client message we send. CoinAPI documents no limit; 64 KiB is the frame size WebSocket
+#: servers and the proxies in front of them commonly accept without special configuration (and
+#: this gateway's own default `limits.max_message_bytes`), so no hello is too big to be read.
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+#: Exact symbol filters one connection asks for. CoinAPI documents no number; a scope of this many
+#: is already several hellos, and collapsing the largest exchanges keeps it there.
+MAX_SYMBOL_FILTERS: Final = 5_000
+#: Distinct exchanges one scope may name: CoinAPI lists about 400; more is not a real scope.
+MAX_EXCHANGE_FILTERS: Final = 500
+#: Longest exchange id we ask for (CoinAPI's are ≤ 12 characters, `BINANCEFTSC`).
+MAX_EXCHANGE_ID_CHARS: Final = 32
+#: Room kept in every message for the JSON around the filter lists (keys, brackets, data types).
+_ENVELOPE_BYTES: Final = 512
 
 
 @dataclass(frozen=True)
@@ -134,22 +158,38 @@ class Planner:
 
     def __init__(self, mapper: SymbolMapper) -> None:
         self._mapper = mapper
-        self._entries: dict[StreamKey, _Entry | None] = {}  # None: a key this provider cannot serve
+        self._entries: dict[StreamKey, _Entry | None] = {}  # None: a key this provider does not serve
         self._types: dict[str, int] = {}  # upstream data type → keys needing it
         self._symbols: dict[str, int] = {}  # symbol filter → keys naming it
         self._symbol_exchange: dict[str, str] = {}  # symbol filter → its exchange id
+        self._symbols_of: dict[str, set[str]] = {}  # exchange id → its symbol filters
         self._exchanges: dict[str, int] = {}  # exchange id → exchange-wide keys
+        self._exchange_refs: dict[str, int] = {}  # exchange id → keys naming it (either kind)
         self._every = 0  # keys of every exchange
         self._links: list[LinkScope] = []
 
     # ------------------------------------------------------------------ the wanted set
 
-    def add(self, keys: Iterable[StreamKey]) -> None:
+    def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Want `keys` too; returns those refused because they cannot fit CoinAPI's limits."""
+        refused: list[StreamKey] = []
         for key in keys:
             if key not in self._entries:
                 entry = self._entries[key] = self._entry(key)
-                if entry is not None:
+                if entry is not None and not self._fits(entry):
+                    self._entries[key] = None
+                    refused.append(key)
+                elif entry is not None:
                     self._count(entry)
+        return refused
+
+    def _fits(self, entry: _Entry) -> bool:
+        exchange_id = entry.exchange_id
+        if exchange_id is None:
+            return True
+        if len(exchange_id) > MAX_EXCHANGE_ID_CHARS or len(entry.symbol_id or "") > wire.MAX_ID_CHARS:
+            return False
+        return exchange_id in self._exchange_refs or len(self._exchange_refs) < MAX_EXCHANGE_FILTERS
 
     def remove(self, keys: Iterable[StreamKey]) -> None:
         for key in keys:
@@ -175,7 +215,9 @@ class Planner:
             self._types[t] = self._types.get(t, 0) + 1
         if entry.exchange_id is None:
             self._every += 1
-        elif entry.symbol_id is None:
+            return
+        self._exchange_refs[entry.exchange_id] = self._exchange_refs.get(entry.exchange_id, 0) + 1
+        if entry.symbol_id is None:
             self._exchanges[entry.exchange_id] = count = self._exchanges.get(entry.exchange_id, 0) + 1
             if count == 1:
                 for link in self._links:
@@ -184,6 +226,7 @@ class Planner:
             self._symbols[entry.symbol_id] = count = self._symbols.get(entry.symbol_id, 0) + 1
             if count == 1:
                 self._symbol_exchange[entry.symbol_id] = entry.exchange_id
+                self._symbols_of.setdefault(entry.exchange_id, set()).add(entry.symbol_id)
                 for link in self._links:
                     link.added_symbols.add(entry.symbol_id)
 
@@ -192,12 +235,18 @@ class Planner:
             _decrement(self._types, t)
         if entry.exchange_id is None:
             self._every -= 1
-        elif entry.symbol_id is None:
+            return
+        _decrement(self._exchange_refs, entry.exchange_id)
+        if entry.symbol_id is None:
             if _decrement(self._exchanges, entry.exchange_id):
                 for link in self._links:
                     link.exchange_gone(entry.exchange_id)
         elif _decrement(self._symbols, entry.symbol_id):
             del self._symbol_exchange[entry.symbol_id]
+            of_exchange = self._symbols_of[entry.exchange_id]
+            of_exchange.discard(entry.symbol_id)
+            if not of_exchange:
+                del self._symbols_of[entry.exchange_id]
             for link in self._links:
                 link.symbol_gone(entry.symbol_id, entry.exchange_id)
 
@@ -212,13 +261,21 @@ class Planner:
         return not self._types
 
     def target(self) -> UpstreamScope:
-        """The scope that delivers every wanted stream (keys we cannot map are skipped). O(scope)."""
+        """The scope that delivers every wanted stream (keys we cannot map are skipped), with the
+        largest exchanges collapsed to exchange filters beyond `MAX_SYMBOL_FILTERS`. O(scope)."""
         types = frozenset(self._types)
         periods = frozenset({TICKER_PERIOD}) if "ohlcv" in types else frozenset()
         if self._every:
             return UpstreamScope(types, period_ids=periods, everything=True)
-        exchanges = self._exchanges
-        symbols = frozenset(s for s, e in self._symbol_exchange.items() if e not in exchanges)
+        exchanges = set(self._exchanges)
+        by_exchange = {e: symbols for e, symbols in self._symbols_of.items() if e not in exchanges}
+        count = sum(len(symbols) for symbols in by_exchange.values())
+        for exchange_id in sorted(by_exchange, key=lambda e: (-len(by_exchange[e]), e)):
+            if count <= MAX_SYMBOL_FILTERS:
+                break
+            exchanges.add(exchange_id)
+            count -= len(by_exchange.pop(exchange_id))
+        symbols = frozenset(s for of_exchange in by_exchange.values() for s in of_exchange)
         return UpstreamScope(types, symbols, frozenset(exchanges), periods)
 
     # ------------------------------------------------------------------ connections
@@ -247,47 +304,94 @@ class Planner:
         )
 
     def update(self, link: LinkScope, apikey: str | None) -> wire.ClientMessage | None:
-        """The one message that brings `link`'s server up to date (None: it is), taken as sent."""
+        """The one message that brings `link`'s server up to date (None: it is), taken as sent.
+        A scope too big for one message is brought there by several: call until `pending` is False."""
         if self.empty:
             return self._unsubscribe_all(link)
         types = frozenset(self._types)
         periods = frozenset({TICKER_PERIOD}) if "ohlcv" in types else frozenset()
         everything = self._every > 0
-        if link.empty or link.replace or (types, periods, everything) != (link.data_types, link.period_ids, link.everything):
-            target = self.target()
-            link.reset_to(target)
-            return hello(target, apikey)
+        if (
+            link.empty
+            or link.replace
+            or (types, periods, everything) != (link.data_types, link.period_ids, link.everything)
+            or len(link.symbol_ids) + len(link.added_symbols) > MAX_SYMBOL_FILTERS  # time to collapse
+        ):
+            return self._hello(link, apikey)
         return self._subscribe_added(link)
 
+    def _hello(self, link: LinkScope, apikey: str | None) -> wire.Hello:
+        """A hello of as much of the target as fits one message; the rest is left to `subscribe`s."""
+        target = self.target()
+        budget = MAX_MESSAGE_BYTES - _ENVELOPE_BYTES - len(apikey or "")
+        exchanges, budget = _pack(sorted(target.exchange_ids), budget)
+        symbols, _ = _pack(sorted(target.symbol_ids), budget)
+        first = UpstreamScope(target.data_types, frozenset(symbols), frozenset(exchanges), target.period_ids, target.everything)
+        link.reset_to(first)
+        link.added_exchanges.update(target.exchange_ids - first.exchange_ids)
+        link.added_symbols.update(target.symbol_ids - first.symbol_ids)
+        return hello(first, apikey)
+
     def _subscribe_added(self, link: LinkScope) -> wire.Subscribe | None:
-        """Pure additions: a `subscribe` of just the added filters, with the data types as they are."""
-        exchanges = self._exchanges
-        symbols = sorted(s for s in link.added_symbols if self._symbol_exchange[s] not in exchanges)
-        added_exchanges = sorted(link.added_exchanges)
-        link.added_symbols.clear()
-        link.added_exchanges.clear()
-        if link.everything or not (symbols or added_exchanges):
+        """Pure additions: a `subscribe` of the added filters that fit one message, with the data
+        types as they are; symbols under an exchange filter (wanted or sent) are left out."""
+        if link.everything:
+            link.added_symbols.clear()
+            link.added_exchanges.clear()
             return None
+        exchanges, budget = _pack(sorted(link.added_exchanges), MAX_MESSAGE_BYTES - _ENVELOPE_BYTES)
+        link.added_exchanges.difference_update(exchanges)
+        link.exchange_ids.update(exchanges)
+        covered = [s for s in link.added_symbols if self._covered(link, s)]
+        link.added_symbols.difference_update(covered)
+        symbols, _ = _pack(sorted(link.added_symbols), budget)
+        link.added_symbols.difference_update(symbols)
         link.symbol_ids.update(symbols)
-        link.exchange_ids.update(added_exchanges)
+        if not (symbols or exchanges):
+            return None
         return wire.Subscribe(
             heartbeat=True,
             subscribe_data_type=sorted(link.data_types),
             subscribe_filter_symbol_id=symbols or None,
-            subscribe_filter_exchange_id=added_exchanges or None,
+            subscribe_filter_exchange_id=exchanges or None,
         )
 
+    def _covered(self, link: LinkScope, symbol_id: str) -> bool:
+        exchange_id = self._symbol_exchange[symbol_id]
+        return exchange_id in self._exchanges or exchange_id in link.exchange_ids
+
     def _unsubscribe_all(self, link: LinkScope) -> wire.Unsubscribe | None:
+        """An `unsubscribe` of what the server has, as much as fits one message; the link is empty
+        once all of it went (until then a returning demand replaces the scope with a hello)."""
         if link.empty:
             return None
+        exchanges, budget = _pack(sorted(link.exchange_ids), MAX_MESSAGE_BYTES - _ENVELOPE_BYTES)
+        symbols, _ = _pack(sorted(link.symbol_ids), budget)
         message = wire.Unsubscribe(
             subscribe_data_type=sorted(link.data_types),
-            subscribe_filter_symbol_id=sorted(link.symbol_ids) or None,
-            subscribe_filter_exchange_id=sorted(link.exchange_ids) or None,
+            subscribe_filter_symbol_id=symbols or None,
+            subscribe_filter_exchange_id=exchanges or None,
             subscribe_filter_period_id=sorted(link.period_ids) or None,
         )
-        link.reset_to(UpstreamScope())
+        link.exchange_ids.difference_update(exchanges)
+        link.symbol_ids.difference_update(symbols)
+        if link.exchange_ids or link.symbol_ids:
+            link.replace = True
+        else:
+            link.reset_to(UpstreamScope())
         return message
+
+
+def _pack(items: Iterable[str], budget: int) -> tuple[list[str], int]:
+    """The leading `items` whose JSON fits `budget` bytes, and the budget left."""
+    taken: list[str] = []
+    for item in items:
+        cost = len(item.encode()) + 3  # the quotes and the comma
+        if cost > budget:
+            break
+        taken.append(item)
+        budget -= cost
+    return taken, budget
 
 
 def _decrement(counts: dict[str, int], key: str) -> bool:

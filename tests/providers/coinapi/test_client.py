@@ -159,14 +159,96 @@ def test_each_connection_is_brought_up_to_date_on_its_own() -> None:
     )
 
 
+def _bring_up_to_date(planner: client.Planner, link: client.LinkScope, apikey: str = "k") -> list[wire.ClientMessage]:
+    messages = []
+    while planner.pending(link) and (message := planner.update(link, apikey)) is not None:
+        messages.append(message)
+        assert len(messages) < 100, "the planner does not converge"
+    return messages
+
+
 def test_one_change_among_many_wanted_costs_state_proportional_to_it() -> None:
     """The work of one added key is bounded by what it adds: a pending `subscribe` of one filter,
     never a rebuilt scope (the lead's bench script times it; here the state says it)."""
     planner = client.Planner(MAPPER)
     link = planner.attach()
-    planner.add({StreamKey("trade", "binance", f"C{i}/USDT") for i in range(10_000)})
-    planner.update(link, "k")
+    planner.add({StreamKey("trade", "binance", f"C{i}/USDT") for i in range(4_000)})
+    _bring_up_to_date(planner, link)
     planner.add({StreamKey("trade", "binance", "NEW/USDT")})
     assert link.added_symbols == {"BINANCE_SPOT_NEW_USDT$"} and not link.replace
     message = planner.update(link, "k")
     assert isinstance(message, wire.Subscribe) and message.subscribe_filter_symbol_id == ["BINANCE_SPOT_NEW_USDT$"]
+
+
+# ---------------------------------------------------------------------------- CoinAPI's limits
+
+
+def _size(message: wire.ClientMessage) -> int:
+    return len(wire.encode_client(message).encode())
+
+
+def test_a_scope_too_big_for_one_hello_is_a_hello_then_subscribes_each_within_the_size_limit() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    wanted = {StreamKey("trade", ex, f"C{i}/USDT") for ex in ("binance", "kraken", "okx") for i in range(1_600)}
+    assert planner.add(wanted) == []
+    messages = _bring_up_to_date(planner, link, apikey="k" * 300)
+    assert isinstance(messages[0], wire.Hello) and all(isinstance(m, wire.Subscribe) for m in messages[1:])
+    assert len(messages) >= 2 and max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
+    target = planner.target()
+    assert _sent(messages) == (set(target.symbol_ids), set(target.exchange_ids)) and len(target.symbol_ids) == 4_800
+    assert {m.subscribe_data_type[0] for m in messages} == {"trade"}
+    assert not planner.pending(link) and link.entries == 4_800
+
+
+def _sent(messages: list[wire.ClientMessage]) -> tuple[set[str], set[str]]:
+    """(symbol filters, exchange filters) of every message, together."""
+    symbols = {s for m in messages for s in m.subscribe_filter_symbol_id or ()}
+    return symbols, {e for m in messages for e in m.subscribe_filter_exchange_id or ()}
+
+
+def test_beyond_the_symbol_filter_limit_the_largest_exchanges_go_exchange_wide() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey("trade", "binance", f"C{i}/USDT") for i in range(4_000)})
+    planner.add({StreamKey("trade", "kraken", f"C{i}/USDT") for i in range(2_000)})
+    planner.add({StreamKey("trade", "okx", f"C{i}/USDT") for i in range(100)})
+    target = planner.target()
+    assert target.exchange_ids == {"BINANCE"} and len(target.symbol_ids) == 2_100
+    messages = _bring_up_to_date(planner, link)
+    assert max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
+    assert link.exchange_ids == {"BINANCE"} and len(link.symbol_ids) == 2_100
+    # More symbols, past the limit: the next message is a hello that collapses what is largest now.
+    planner.add({StreamKey("trade", "kraken", f"C{i}/USDT") for i in range(2_000, 5_000)})
+    message = planner.update(link, "k")
+    assert isinstance(message, wire.Hello) and message.subscribe_filter_exchange_id == ["KRAKEN"]
+    assert len(link.symbol_ids) + len(link.added_symbols) == 4_100 <= client.MAX_SYMBOL_FILTERS
+
+
+def test_a_key_that_cannot_fit_is_refused_and_never_planned() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    many = [StreamKey("trade", f"ex{i}", None) for i in range(client.MAX_EXCHANGE_FILTERS)]
+    assert planner.add(many) == []
+    one_more, too_long = StreamKey("trade", "ex-one-more", "BTC/USDT"), StreamKey("trade", "x" * 40, None)
+    known = StreamKey("quote", "ex7", "BTC/USDT")  # an exchange already named: fits
+    assert planner.add([one_more, too_long, known]) == [one_more, too_long]
+    messages = _bring_up_to_date(planner, link)
+    sent = wire.encode_client(messages[0])
+    assert "EX-ONE-MORE" not in sent and "XXXX" not in sent and "EX7_SPOT_BTC_USDT" not in sent  # under EX7
+    assert max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
+    planner.remove([one_more, too_long])  # refused keys leave without a trace
+    assert not planner.pending(link)
+
+
+def test_emptying_a_big_scope_unsubscribes_it_in_pieces_within_the_size_limit() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    wanted = {StreamKey("trade", "binance", f"C{i}/USDT") for i in range(4_000)}
+    planner.add(wanted)
+    _bring_up_to_date(planner, link)
+    planner.remove(wanted)
+    messages = _bring_up_to_date(planner, link)
+    assert len(messages) >= 2 and all(isinstance(m, wire.Unsubscribe) for m in messages)
+    assert max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
+    assert sum(len(m.subscribe_filter_symbol_id or ()) for m in messages) == 4_000 and link.empty
