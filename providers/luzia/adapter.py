@@ -28,6 +28,7 @@ from functools import partial
 from typing import Final, Literal
 
 import trio
+import trio.lowlevel
 
 from providers.base import ConnectionHealth, ConnectionStateName, EventSink, ProviderHealth
 from providers.common.backoff import Backoff
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: How often staleness is checked: a stream is reported at most this late.
 STALE_CHECK_SECONDS: Final = 1.0
+#: Stale statuses told in one go before yielding to the event loop. Each costs the hub ~15 µs
+#: (indexing, one encode per codec, every client's queue), so 40,000 streams going stale at once
+#: stalled every client for ~0.9 s in one step; a slice of this size is a step of ~1 ms.
+STALE_REPORT_SLICE: Final = 64
 #: Which connection states win when health sums up the slots (best first).
 _STATE_RANK: Final[tuple[ConnectionStateName, ...]] = ("connected", "connecting", "backoff", "auth_rejected", "stopped")
 
@@ -361,6 +366,8 @@ class LuziaAdapter:
         while True:
             await trio.sleep(STALE_CHECK_SECONDS)
             self._streams.check_stale(trio.current_time())
+            while self._streams.report_stale(STALE_REPORT_SLICE):
+                await trio.lowlevel.checkpoint()  # let the clients' writers (and everyone else) run
 
     def _status(self, state: Literal["connected", "disconnected", "rejected"], *, reason: str) -> None:
         self._sink(Status(provider=self.name, ts_gateway=self._clock_ns(), state=state, reason=reason))

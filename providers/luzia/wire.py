@@ -196,6 +196,8 @@ def decode_client(frame: str | bytes) -> ClientMessage | UnknownMessage:
     """One client request → a message; see the module header for what each failure raises. The
     texts of `MalformedFrame` are Luzia's own wording for INVALID_REQUEST."""
     try:
+        if isinstance(frame, bytes):
+            frame.decode()  # msgspec skips unknown fields unchecked: a request is UTF-8 throughout
         try:
             return _client_decoder.decode(frame)
         except msgspec.ValidationError:

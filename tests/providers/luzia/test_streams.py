@@ -57,10 +57,11 @@ def test_a_silent_stream_goes_stale_and_recovers_with_a_gap_of_its_silence():
     streams = _streams(events)
     streams.want(BTC_TICKER, 10.0)
     streams.serve(("binance", "BTC/USDT"), "ticker:binance:BTC/USDT", 10.0)
-    streams.check_stale(39.9)
+    assert streams.check_stale(39.9) == 0 and not streams.report_stale(10)
     assert not events
-    streams.check_stale(40.0)
-    streams.check_stale(41.0)  # said once
+    assert streams.check_stale(40.0) == 1 and not events  # marked, not told yet
+    assert not streams.report_stale(10)
+    assert streams.check_stale(41.0) == 0 and not streams.report_stale(10)  # said once
     assert [(e.state, e.stream) for e in events] == [("stale", "ticker:binance:BTC/USDT")]
     streams.seen((BTC_TICKER,), 45.5)
     status, gap = events[1:]
@@ -101,3 +102,39 @@ def test_a_need_nobody_wants_any_more_is_forgotten_with_its_refusal():
     streams.want(BTC_TICKER, 0.0)
     streams.serve(("binance", "BTC/USDT"), None, 0.0)
     assert [e.reason for e in events if isinstance(e, Status)] == [DOES_NOT_FIT]
+
+
+def _many(events: list, count: int) -> tuple[Streams, list[StreamKey]]:
+    streams = _streams(events)
+    keys = [StreamKey("ticker", "binance", f"X{i}/USDT") for i in range(count)]
+    for key in keys:
+        streams.want(key, 0.0)
+        streams.serve((key.exchange, key.symbol), "ticker:binance", 0.0)
+    return streams, keys
+
+
+def test_streams_going_stale_together_are_told_in_slices_oldest_first():
+    events: list = []
+    streams, keys = _many(events, 1000)
+    assert streams.check_stale(30.0) == 1000 and not events
+    told = []
+    while streams.report_stale(128):
+        told.append(len(events))
+    told.append(len(events))
+    assert told == [128, 256, 384, 512, 640, 768, 896, 1000]
+    assert [e.stream for e in events] == [k.channel() for k in keys]
+    assert streams.staleness.stale_count == 1000
+
+
+def test_a_stream_that_recovers_or_goes_before_its_turn_is_never_told_stale():
+    events: list = []
+    streams, keys = _many(events, 3)
+    streams.check_stale(30.0)
+    streams.seen((keys[0],), 31.0)  # recovered before its turn: the gap, but no status
+    assert streams.unwant(keys[1]) == [("binance", "X1/USDT")]
+    assert not streams.report_stale(10)
+    assert [(type(e).__name__, getattr(e, "state", None), e.symbol if isinstance(e, Gap) else e.stream) for e in events] == [
+        ("Gap", None, "X0/USDT"),
+        ("Status", "stale", "ticker:binance:X2/USDT"),
+    ]
+    assert events[0].to_ts - events[0].from_ts == 31 * NS
