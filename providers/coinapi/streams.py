@@ -121,6 +121,11 @@ class StreamRouter:
     def reset(self) -> None:
         self._overlap = self._dedupe = None
 
+    @property
+    def remembered(self) -> int:
+        """Keys held for de-duplication now (at most `DEDUPE_LIMIT`)."""
+        return len(self._overlap or ()) + len(self._dedupe or ())
+
     def expire(self, now: float) -> None:
         """Let go of de-duplication state past its time (also when no message comes to notice)."""
         if self._overlap is not None and now > self._overlap_until:
