@@ -1,0 +1,139 @@
+"""Hostile load, measured: does any one load stall, bloat or break the gateway for everyone else?
+
+Each load runs against fresh child processes (so the gateway's RSS is its own and no load inherits
+another's state): the gateway (`run_gateway` with a counting hub tap, its CoinAPI provider plugged
+through `upstream=` into a scripted CoinAPI-shaped upstream), and a bystander client on a steady
+500 trades/s stream in a process of its own. Loads (every one bounded in count and time):
+  baseline     nothing: the bystander's figures when all is well
+  storm        N clients toggling subscribe/unsubscribe of many channels as fast as they can
+  storm-paced  the same at 80 % of the per-connection message rate limit
+  stale        40,000 streams wanted (40 connections × 1,000), no data: all go stale at once
+  idle         1,000 connections opened and held
+  nonreader    a client that never reads a busy stream, and one that pauses and then reads
+  hostile      the upstream interleaves valid trades with every class of hostile frame at full
+               rate; then a malformed run past the reconnect limit, and a 2 MB frame
+For each load it prints the bystander's largest delivery gap and ping→pong round trip (per
+phase), the gateway's RSS before / peak / after (clients gone), whether it survived (`/healthz`
+answers, the bystander still receives, no traceback in its log), and an accounting line per
+client: trades published for its streams (the tap) = delivered + reported dropped (`gap`
+`missed`), printed loudly when it does not balance. Loopback only.
+
+    python bench/stress.py [--quick] [--only storm,stale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+import trio
+from stress_support.loads import LOADS, QUICK, Load, Measure, Report, Scale
+from stress_support.rig import healthz, open_rig, tracebacks
+
+LOAD_TIMEOUT = 90.0  # one load, rig included; a load that hangs is reported, the run goes on
+LEFTOVER_TIMEOUT = 5.0  # for the gateway to let go of the load's clients after they closed
+
+
+async def run_load(load: Load, scale: Scale) -> Report:
+    report = Report(load.name)
+    try:
+        with trio.fail_after(LOAD_TIMEOUT):
+            async with open_rig(limits=load.limits(scale), policy=load.policy(scale)) as rig:
+                report.rss_before = rig.rss()[0]
+                measure = Measure(rig, report)
+                async with trio.open_nursery() as nursery:
+                    await load.run(rig, scale, measure, nursery)
+                    nursery.cancel_scope.cancel()
+                report.rss_peak = rig.rss()[1]
+                await _verdict(rig, report)
+                report.tracebacks = tracebacks(rig.logs["gateway"])
+                if report.tracebacks or "MISMATCH" in " ".join(line for line, _ in report.lines):
+                    report.notes.append(f"gateway log: {rig.logs['gateway']}")
+    except Exception as exc:  # noqa: BLE001 (a broken load is a finding; the other loads still run)
+        report.failed = _describe(exc)
+    return report
+
+
+async def _verdict(rig, report: Report) -> None:  # type: ignore[no-untyped-def]
+    """After the load's clients left: what is left over, and is the gateway still serving."""
+    await rig.upstream.ask("resume")
+    await rig.bystander.ask("mark")
+    stats = await rig.gateway.ask("stats gc")
+    with trio.move_on_after(LEFTOVER_TIMEOUT):  # closes the load's clients sent are still being handled
+        while stats["peers"] > 1 or stats["clients"] > 1 or stats["streams"] > 1:
+            await trio.sleep(0.1)
+            stats = await rig.gateway.ask("stats gc")
+    report.rss_after = rig.rss()[0]
+    status, _ = await healthz(rig.port)
+    await trio.sleep(0.5)
+    receiving = (await rig.bystander.ask("report"))["trades"] > 0
+    report.survived = f"healthz {status or 'NO ANSWER'}, bystander {'receiving' if receiving else 'NOT RECEIVING'}"
+    report.notes.append(f"left over after its clients closed: {stats['peers']} peer(s), {stats['clients']} hub client(s), "
+                        f"{stats['streams']} stream(s) (the bystander holds 1 of each)")
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost exception of a (nested) group, with where it was raised."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" at {os.path.basename(where.filename)}:{where.lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def print_report(reports: list[Report]) -> None:
+    print()
+    print(f"{'load / phase':<72} {'max gap ms':>10} {'max RTT ms':>10} {'p50 RTT':>8} {'gw CPU':>6} | {'RSS MiB before→peak→after':>26} | survived")
+    for r in reports:
+        if r.failed:
+            print(f"{r.name:<72} LOAD FAILED: {r.failed}")
+        rss = f"{r.rss_before / 1024:.1f} → {r.rss_peak / 1024:.1f} → {r.rss_after / 1024:.1f}"
+        for i, w in enumerate(r.windows):
+            b = w.bystander
+            lost = f" ({b['lost_pongs']} pongs lost)" if b.get("lost_pongs") else ""
+            tail = f"{rss:>26} | {r.survived}" if i == 0 else f"{'':>26} |"
+            print(f"{w.label[:72]:<72} {_ms(b['max_gap_ms']):>10} {_ms(b['max_rtt_ms']):>10} {_ms(b['p50_rtt_ms']):>8} {w.gateway_cpu:>6.0%} | {tail}{lost}")
+    print()
+    for r in reports:
+        print(f"[{r.name}]")
+        for line, ok in r.lines:
+            print(f"  {'  ' if ok else '!!'} {line}")
+        for note in r.notes:
+            print(f"     {note}")
+        for tb in r.tracebacks:
+            print(f"  !! TRACEBACK in the gateway log: {tb}")
+    bad = sum(1 for r in reports for _, ok in r.lines if not ok) + sum(len(r.tracebacks) for r in reports)
+    print(f"\n{bad} problem line(s)" if bad else "\nall accounting lines balance; no traceback in any gateway log")
+
+
+async def main(names: list[str], scale: Scale) -> list[Report]:
+    reports = []
+    for load in LOADS:
+        if names and load.name not in names:
+            continue
+        started = time.monotonic()
+        report = await run_load(load, scale)
+        print(f"{load.name}: done in {time.monotonic() - started:.1f} s" + (f" — FAILED: {report.failed}" if report.failed else ""),
+              flush=True)
+        reports.append(report)
+    return reports
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (under ~30 s)")
+    parser.add_argument("--only", default="", help=f"comma-separated loads: {', '.join(load.name for load in LOADS)}")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in {load.name for load in LOADS}]
+    if unknown:
+        parser.error(f"unknown load(s) {', '.join(unknown)}")
+    print_report(trio.run(main, names, QUICK if args.quick else Scale()))
+    sys.exit(0)
