@@ -159,17 +159,22 @@ class StreamRouter:
             builder = self._tickers[instrument] = normalize.TickerBuilder(self.provider, *instrument)
         return builder
 
+    # Each handler validates (normalizes) a wanted message before it changes any state: a
+    # malformed one must not move the sequence (a false gap later) nor enter the de-duplication.
+    # A message nobody wants only has its sequence noted, unvalidated (no gap is ever told for it).
+
     def _trade(self, sequences: Sequences, message: wire.Trade, now_ns: int, now: float) -> None:
-        instrument = self._mapper.instrument(message.symbol_id)
-        self._check_sequence(sequences, "trade", message.symbol_id, instrument, message.sequence, now_ns)
-        if instrument is None or self._duplicate((message.symbol_id, message.uuid, message.time_exchange), now):
+        instrument = self._instrument(message.symbol_id)
+        if instrument is None:
             return
         want_trade, want_ticker = self._wants("trade", instrument), self._wants("ticker", instrument)
         if not (want_trade or want_ticker):
+            self._check_sequence(sequences, "trade", message.symbol_id, None, message.sequence, now_ns)
             return
         exchange, symbol = instrument
         trade = normalize.to_trade(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
-        if trade is None:
+        self._check_sequence(sequences, "trade", message.symbol_id, instrument, message.sequence, now_ns)
+        if trade is None or self._duplicate((message.symbol_id, message.uuid, message.time_exchange), now):
             return
         if want_trade:
             self._emit_market(trade, "trade", now)
@@ -177,34 +182,43 @@ class StreamRouter:
             self._emit_market(self._ticker(instrument).on_trade(trade), "ticker", now)
 
     def _quote(self, sequences: Sequences, message: wire.Quote, now_ns: int, now: float) -> None:
-        instrument = self._mapper.instrument(message.symbol_id)
-        self._check_sequence(sequences, "quote", message.symbol_id, instrument, message.sequence, now_ns)
-        if instrument is None or self._duplicate((message.symbol_id, message.time_exchange, message.time_coinapi), now):
+        instrument = self._instrument(message.symbol_id)
+        if instrument is None:
             return
         want_quote, want_ticker = self._wants("quote", instrument), self._wants("ticker", instrument)
         if not (want_quote or want_ticker):
+            self._check_sequence(sequences, "quote", message.symbol_id, None, message.sequence, now_ns)
             return
         exchange, symbol = instrument
         quote = normalize.to_quote(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
+        self._check_sequence(sequences, "quote", message.symbol_id, instrument, message.sequence, now_ns)
+        if self._duplicate((message.symbol_id, message.time_exchange, message.time_coinapi), now):
+            return
         if want_quote:
             self._emit_market(quote, "quote", now)
         if want_ticker:
             self._emit_market(self._ticker(instrument).on_quote(quote), "ticker", now)
 
     def _book(self, sequences: Sequences, message: wire.BookTop, now_ns: int, now: float) -> None:
-        instrument = self._mapper.instrument(message.symbol_id)
-        kind = wire.tag_of(type(message))
-        self._check_sequence(sequences, kind, message.symbol_id, instrument, message.sequence, now_ns, datatype="book")
-        if instrument is None or self._duplicate((kind, message.symbol_id, message.time_exchange, message.time_coinapi), now):
+        instrument = self._instrument(message.symbol_id)
+        if instrument is None:
             return
+        kind = wire.tag_of(type(message))
         if not self._wants("book", instrument):
+            self._check_sequence(sequences, kind, message.symbol_id, None, message.sequence, now_ns)
             return
         exchange, symbol = instrument
         book = normalize.to_book(message, provider=self.provider, exchange=exchange, symbol=symbol, ts_gateway=now_ns)
-        self._emit_market(book, "book", now)
+        self._check_sequence(sequences, kind, message.symbol_id, instrument, message.sequence, now_ns, datatype="book")
+        if not self._duplicate((kind, message.symbol_id, message.time_exchange, message.time_coinapi), now):
+            self._emit_market(book, "book", now)
+
+    def _instrument(self, symbol_id: str) -> Instrument | None:
+        """Ours, or None: only an ASCII symbol id can be one (no Unicode case mapping makes one)."""
+        return self._mapper.instrument(symbol_id) if symbol_id.isascii() else None
 
     def _ohlcv(self, sequences: Sequences, message: wire.Ohlcv, now_ns: int, now: float) -> None:
-        instrument = self._mapper.instrument(message.symbol_id)
+        instrument = self._instrument(message.symbol_id)
         if instrument is None or not self._wants("ticker", instrument):
             return
         ticker = self._ticker(instrument).on_ohlcv(message, now_ns)
