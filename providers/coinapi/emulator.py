@@ -42,6 +42,12 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0  # a peer that does not answer our close frame is cut off after this
 _KEY: Final = re.compile(r"[\x21-\x7e]{1,128}")
 _GARBAGE: Final = '{"type":"trade","price":'  # one frame that is not JSON
+#: What tests can read is bounded too (the embedded default runs for days): connection records
+#: kept, oldest dropped first, and client messages kept per record and in `stats`.
+MAX_RECORDS: Final = 1_000
+MAX_RECORDED_MESSAGES: Final = 1_000
+#: Hello limiters kept, one per client IP (the window is seconds: forgetting one is harmless).
+MAX_LIMITERS: Final = 1_024
 
 
 @dataclass
@@ -93,6 +99,8 @@ class CoinApiEmulator:
         return self.accepted_keys is None or key in self.accepted_keys
 
     def limiter(self, ip: str) -> server.HelloLimiter:
+        if ip not in self._limiters and len(self._limiters) >= MAX_LIMITERS:
+            self._limiters.clear()
         return self._limiters.setdefault(ip, server.HelloLimiter())
 
     def rules(self, faults: FaultScript, ip: str) -> server.Rules:
@@ -126,7 +134,9 @@ class CoinApiEmulator:
         found = server.upgrade_key(parts.path, query, headers)
         ws = await request.accept()
         now = trio.current_time()
-        record = ConnectionRecord(id=len(self.connections) + 1, opened_at=now, key_source=found.source if found else None)
+        record = ConnectionRecord(id=self.stats.connections_opened + 1, opened_at=now, key_source=found.source if found else None)
+        if len(self.connections) >= MAX_RECORDS:
+            del self.connections[0]
         self.connections.append(record)
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
@@ -190,8 +200,9 @@ class _Connection:
         outcome = self.protocol.receive(raw, trio.current_time())
         if outcome is not None and outcome.request is not None:
             decoded = msgspec.json.decode(raw)
-            self.emu.stats.client_messages.append(decoded)
-            self.record.messages.append(decoded)
+            for kept in (self.emu.stats.client_messages, self.record.messages):
+                if len(kept) < MAX_RECORDED_MESSAGES:
+                    kept.append(decoded)
         if isinstance(outcome, server.Refused):
             self.error = outcome.error
         elif isinstance(outcome, server.Accepted):

@@ -39,6 +39,11 @@ DEDUPE_LIMIT: Final = 200_000
 #: Stale statuses emitted per `report_stale` call: the adapter lets the loop run between slices,
 #: so a bystander client waits at most one slice (~2 ms of hub fan-out, ~15 µs a status) for its next event.
 STALE_SLICE: Final = 128
+#: Sequence counters kept per connection ((type, symbol_id) pairs; CoinAPI's union filters may
+#: deliver whole exchanges). Beyond, they start over: at worst one jump goes unnoticed.
+SEQUENCE_LIMIT: Final = 65_536
+#: Exchanges remembered per data type for the gaps of a stream of every exchange.
+EXCHANGES_SEEN_LIMIT: Final = 1_024
 #: Ticker builders kept (one per instrument a ticker stream has seen); beyond, they start over.
 _TICKER_LIMIT: Final = 65_536
 
@@ -241,6 +246,8 @@ class StreamRouter:
             return
         datatype = datatype or kind
         previous = sequences.get((kind, symbol_id))
+        if previous is None and len(sequences) >= SEQUENCE_LIMIT:
+            sequences.clear()
         sequences[(kind, symbol_id)] = (sequence, now_ns)
         if previous is None or sequence <= previous[0] + 1 or instrument is None or not self._wants(datatype, instrument):
             return
@@ -253,7 +260,9 @@ class StreamRouter:
 
     def _emit_market(self, event: Trade | Quote | Ticker | Book, datatype: str, now: float) -> None:
         """Emit a market event, first reporting the end of a stale period of its stream."""
-        self._exchanges_seen.setdefault(datatype, set()).add(event.exchange)
+        seen = self._exchanges_seen.setdefault(datatype, set())
+        if event.exchange not in seen and len(seen) < EXCHANGES_SEEN_LIMIT:
+            seen.add(event.exchange)
         for key in Stream(datatype, event.exchange, event.symbol).covering_keys():
             since = self.tracker.seen(key, now)
             if since is not None and not self._unreported_until_now(key):

@@ -240,3 +240,15 @@ def test_report_stale_says_whether_more_are_queued(count: int) -> None:
     router.add([StreamKey("trade", "kraken", f"C{i}/USD") for i in range(count)], 0.0)
     router.check_stale(1.0)
     assert router.report_stale(0) is (count > STALE_SLICE)
+
+
+def test_sequence_counters_per_connection_are_bounded(monkeypatch) -> None:
+    """A server delivering ever new symbols (wanted or not) cannot grow a connection's state."""
+    monkeypatch.setattr(streams, "SEQUENCE_LIMIT", 2)
+    router = _router([])
+    sequences: streams.Sequences = {}
+    for base in ("A", "B", "C", "D", "E"):
+        message = wire.decode_server(trade_frame(f"KRAKEN_SPOT_{base}_USD", 1, base))
+        assert isinstance(message, wire.Trade)
+        router.route(sequences, message, 1_736_873_398_000_000_000, 1.0)
+    assert 1 <= len(sequences) <= 2
