@@ -7,8 +7,14 @@ decoding, reconnect gaps, make-before-break on the server's `reconnect` notice, 
 becomes (wanted-set filtering, tickers, books, sequence and staleness gaps, de-duplication) is
 `streams.StreamRouter`'s. Timers are kept apart: transport ping (dead peer) and data idle per
 connection (`connection`), staleness per wanted stream (the watchdog here, the rules in `streams`).
+Hostile input: a frame is either good (it decoded, and what is wanted of it normalized within
+`providers.common.values`' bounds) or malformed: counted, skipped, never liveness (no idle-deadline
+feed, no last-message age), and `MALFORMED_RUN_LIMIT` in a row end that connection (reconnect with
+backoff). A CoinAPI `error` becomes our own wording (`AuthRejected`/`ProviderError`), its text
+only the redacted, shortened `detail` the reconnect loop logs. A stream the planner cannot fit in
+CoinAPI's limits is reported `rejected` at once and never sent upstream.
 Must never: await the sink (it is synchronous), let the API key reach a log, an exception or health
-(`Redactor`), classify a session's failure (the reconnect loop does, and reports it through
+(`Redactor`), let provider free text reach health or a status, classify a session's failure (the reconnect loop does, and reports it through
 `on_failure`), send a hello with an empty scope (CoinAPI would read it as "everything"), or exceed
 CoinAPI's 10 hello/subscribe per 10 s.
 
@@ -251,7 +257,9 @@ class CoinApiAdapter:
             self._lost = (self._last_frame_ns or self._clock_ns(), frozenset(self._router.wanted))
         cause = leaves(group)[0]
         reason = self._redact(f"{type(cause).__name__}: {cause}")
-        log.info("coinapi %s: connection %d ended (%s); connection %d carries on", self.name, link.id, reason, others[0].id)
+        detail = getattr(cause, "detail", None)  # already redacted and shortened (`_error`)
+        said = f"; the provider said {detail!r}" if detail else ""
+        log.info("coinapi %s: connection %d ended (%s%s); connection %d carries on", self.name, link.id, reason, said, others[0].id)
         return True
 
     # ------------------------------------------------------------------ subscription updates
