@@ -21,10 +21,20 @@ those given (upgrade request, `apikey`) is enough; the 10-hellos-per-10-s limit 
 providers, and `ohlcv`, `exrate`, `asset`, `exchange`, `symbol` and `book_l3` have no normalized
 stream at all; `book` (full L2) is served as repeated `is_snapshot: true` snapshots of the
 provider's depth; `bookN` is sent only for books with N levels on a side.
+
+Hostile clients, each answered with CoinAPI's terminal `error` and the close: a message over the
+connection's token bucket (`gateway.flood`; CoinAPI's errors end the connection, so there are no
+strikes here); a scope whose covering streams exceed `endpoints.coinapi.max_subscriptions` (an
+exchange-wide filter counts as one), or that would take the gateway past `limits.max_streams`
+distinct streams — checked before anything reaches the hub, so the refused request changes
+nothing upstream; a connection that sends nothing within `limits.auth_deadline_seconds` (keyless
+sockets cannot hold slots). A decoder fault is answered like a malformed message, counted and
+logged in one line.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +47,7 @@ from gateway.context import GatewayContext
 from gateway.dialects.coinapi_frames import HEARTBEAT_FRAME, CoinApiFrames, control_frame, producible
 from gateway.dialects.coinapi_scope import BOOK_KINDS, LIMIT_FAMILY, covering_keys, refusal
 from gateway.dialects.coinapi_throttle import Throttle
+from gateway.flood import Verdict
 from gateway.hub import Frames, Hub, queue_market
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse
@@ -44,6 +55,8 @@ from providers.coinapi import server, wire
 from providers.coinapi.grammar import ExchangeMap, SymbolMapper
 from schemas import Book, Gap, MarketEvent, Quote, Status, Trade
 from schemas.streams import Stream, StreamKey
+
+log = logging.getLogger(__name__)
 
 #: `within_seconds` of the `reconnect` sent at a planned shutdown: the gateway closes right after
 #: it and gives clients `gateway.app.SHUTDOWN_GRACE_SECONDS` (2 s) to take their last frames.
@@ -70,8 +83,11 @@ class CoinApiEndpoint:
         self.ctx = ctx
         self.mapper = SymbolMapper(ExchangeMap(ctx.config.endpoints.coinapi.exchange_map))
         self.frames = CoinApiFrames(self.mapper)
+        self.max_subscriptions = ctx.config.endpoints.coinapi.max_subscriptions
         self.rules = server.Rules(
-            key_check=server.any_given_key(ctx.key_ok), available=partial(refusal, hub_refusal=ctx.hub.refusal)
+            key_check=server.any_given_key(ctx.key_ok),
+            available=partial(refusal, hub_refusal=ctx.hub.refusal),
+            first_message_within=ctx.config.limits.auth_deadline_seconds,
         )
 
     def serves_websocket(self, path: str) -> bool:
@@ -97,9 +113,11 @@ class CoinApiSession:
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.endpoint, self.peer, self.outbox = endpoint, peer, peer.outbox
+        self.ctx = endpoint.ctx
         self.hub: Hub = endpoint.ctx.hub
         self._clock, self._wall_ns = clock, wall_ns
         self.protocol = server.ServerConnection(endpoint.rules, key, now=clock())
+        self.guard = self.ctx.flood_guard(clock())
         self.keys: frozenset[StreamKey] = frozenset()
         self._closed = False
         self._choices: dict[Stream, Choice] = {}
@@ -111,26 +129,59 @@ class CoinApiSession:
     def on_message(self, message: str | bytes) -> None:
         if self._closed:
             return
+        now = self._clock()
         with self.hub.batch():  # one re-plan for all the streams this changes
-            outcome = self.protocol.receive(message, self._clock())
+            if self.guard.check(now) is not Verdict.ALLOW:
+                self._flooded()
+                return
+            outcome = self.protocol.receive(message, now)
             if isinstance(outcome, server.Refused):
-                self._fail(outcome.error)
+                self._refused(outcome)
             elif isinstance(outcome, server.Accepted):
                 self._apply(outcome)
 
+    def _flooded(self) -> None:
+        counters = self.ctx.counters
+        counters.rate_limited += 1
+        counters.flood_closed += 1
+        self._fail(self.protocol.refuse(server.flooded(self.ctx.config.limits.messages_per_second)).error)
+
+    def _refused(self, refused: server.Refused) -> None:
+        if refused.error.message == server.INVALID_MESSAGE:
+            self.ctx.counters.malformed += 1
+        if refused.fault is not None:
+            self.ctx.counters.decoder_faults += 1
+            log.warning("CoinAPI client message: decoder raised %s; answered as malformed", refused.fault)
+        self._fail(refused.error)
+
     def _apply(self, accepted: server.Accepted) -> None:
-        self._rescope(accepted.scope)
+        keys = covering_keys(accepted.scope, self.endpoint.mapper)
+        problem = self._over_cap(keys)
+        if problem is not None:  # refused before the hub sees it: nothing changes upstream
+            self.ctx.counters.over_cap += 1
+            self._fail(self.protocol.refuse(problem).error)
+            return
+        self._rescope(keys)
         for datatype, family in LIMIT_FAMILY.items():
             if family in accepted.limits_changed:  # what was held under the old limit goes now
                 self._send_held(self._throttle.drop(partial(_of_datatype, datatype)))
         self._wake.set()
 
-    def _rescope(self, scope: server.Scope) -> None:
+    def _over_cap(self, keys: frozenset[StreamKey]) -> str | None:
+        """Why a scope covering `keys` may not be served, or None."""
+        limit = self.endpoint.max_subscriptions
+        if len(keys) > limit:
+            return f"Too many subscriptions: the filters cover {len(keys)} streams, at most {limit} per connection."
+        max_streams = self.ctx.config.limits.max_streams
+        if not self.hub.room_for(keys - self.keys, max_streams):
+            return f"Too many subscriptions: this gateway serves at most {max_streams} streams."
+        return None
+
+    def _rescope(self, keys: frozenset[StreamKey]) -> None:
         """Move the hub subscriptions to the scope's covering keys (new ones first, so a stream
         kept under another key is never released upstream)."""
         self._choices = {}
         self._throttle.drop(lambda stream: not self._choice(stream))  # held frames nobody wants now
-        keys = covering_keys(scope, self.endpoint.mapper)
         for key in keys - self.keys:
             self.hub.subscribe(self, key)
         for key in self.keys - keys:
@@ -229,15 +280,23 @@ class CoinApiSession:
     # ----- timers -------------------------------------------------------------------------
 
     async def background(self) -> None:
-        """Heartbeats and held (rate-limited) frames, each at its exact time."""
+        """Heartbeats, held (rate-limited) frames and the first-message deadline, each at its
+        exact time."""
         while not (self._closed or self.outbox.closed):
             self._wake = wake = trio.Event()
             now = self._clock()
+            expired = self.protocol.expired(now)
+            if expired is not None:
+                self.ctx.counters.auth_timeouts += 1
+                self._fail(expired.error)
+                return
             self._send_held(self._throttle.release(now))
             if self.protocol.heartbeat(now) is not None:
                 self.outbox.put_control(HEARTBEAT_FRAME)
             release = self._throttle.next_release()
             deadline = min(math.inf if release is None else release, self.protocol.heartbeat_at())
+            if self.protocol.state is server.State.AWAITING_FIRST:
+                deadline = min(deadline, self.protocol.first_message_by)
             with trio.move_on_at(deadline):
                 await wake.wait()
 
