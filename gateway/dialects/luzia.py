@@ -101,7 +101,7 @@ class LuziaEndpoint:
         self.catalog = RoutedCatalog(ctx.hub)
         # Weak, so a session whose upgrade failed before it ever ran does not hold a slot forever.
         self.sessions: weakref.WeakSet[LuziaSession] = weakref.WeakSet()
-        self.watches = TickerWatches(ctx.hub, max_streams=config.max_subscriptions)
+        self.watches = TickerWatches(ctx.hub, max_streams=config.max_subscriptions, max_total=ctx.config.limits.max_streams)
         self.rest = LuziaRest(ctx, self.watches)
 
     def serves_websocket(self, path: str) -> bool:

@@ -19,11 +19,16 @@ Routes (`LuziaRest.handle`): `GET /v1/ticker/{exchange}/{BASE-QUOTE}`, `GET /v1/
 keys are configured and the Bearer key is missing or wrong, 404, 429, 503 when no provider is
 routed for tickers. `/v1/tickers` without `exchange` serves only what is already watched: the
 gateway cannot know which exchanges list a symbol.
+Client input is checked as ASCII before any case mapping or number parsing: `limit`/`offset` are
+ASCII digits (`int()` would take `١٢` or fullwidth digits), at most `MAX_DIGITS` of them; path
+segments and symbols go through `schemas.instruments`, which refuses non-ASCII ids. A new watch
+beyond `limits.max_streams` distinct streams on the gateway is a 429 as well.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -38,7 +43,7 @@ from providers.luzia import wire
 from providers.luzia.denormalize import ticker_data
 from schemas import Event, Status, Ticker
 from schemas.channels import ChannelError
-from schemas.instruments import InstrumentError, canonical_exchange, canonical_symbol
+from schemas.instruments import SHOWN_CHARS, InstrumentError, canonical_exchange, canonical_symbol
 from schemas.streams import StreamKey
 
 #: A REST-started subscription lives this long after its stream's last request.
@@ -50,6 +55,9 @@ MAX_LIMIT: Final = 50
 MAX_SYMBOLS: Final = 100
 #: Exchanges `/v1/exchanges` remembers: far more than exist, a bound all the same.
 MAX_EXCHANGES: Final = 1000
+#: Digits a `limit` or `offset` may have (ASCII only): more is no page anybody can serve.
+MAX_DIGITS: Final = 9
+_NUMBER: Final = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
 
 Instrument = tuple[str, str]  # (exchange, symbol)
 
@@ -63,10 +71,13 @@ class TooManyWatches(Exception):
 class TickerWatches:
     """The tap and the holds behind the REST paths: watched streams, their latest tickers, expiry."""
 
-    def __init__(self, hub: Hub, *, keepalive: float = REST_KEEPALIVE_SECONDS, max_streams: int = 500) -> None:
+    def __init__(
+        self, hub: Hub, *, keepalive: float = REST_KEEPALIVE_SECONDS, max_streams: int = 500, max_total: int | None = None
+    ) -> None:
         self.hub = hub
         self.keepalive = keepalive
         self.max_streams = max_streams
+        self.max_total = max_total  # `[limits] max_streams`: distinct streams on the whole gateway
         self.latest: dict[Instrument, Ticker] = {}
         self.exchanges: set[str] = set()  # where routed tickers have come from
         self._expiry: dict[StreamKey, float] = {}  # in order of expiry (a touch moves a key last)
@@ -115,7 +126,8 @@ class TickerWatches:
         keys = list(dict.fromkeys(keys))
         self.release_expired(now)  # also the fallback when the janitor task is not running
         new = [k for k in keys if k not in self._expiry]
-        if len(self._expiry) + len(new) > self.max_streams:
+        over_total = self.max_total is not None and not self.hub.room_for(new, self.max_total)
+        if over_total or len(self._expiry) + len(new) > self.max_streams:
             oldest = next(iter(self._expiry.values()), now)
             raise TooManyWatches(max(1.0, oldest - now))
         for key in keys:
@@ -227,28 +239,32 @@ def parse_exchange(text: str) -> str:
     try:
         return canonical_exchange(text)
     except InstrumentError:
-        raise BadRequest(f"Invalid exchange: {text}", {"exchange": "expected a lower-case exchange id"}) from None
+        raise BadRequest(f"Invalid exchange: {text[:SHOWN_CHARS]}", {"exchange": "expected a lower-case exchange id"}) from None
 
 
 def parse_symbol(text: str) -> str:
     try:
         return canonical_symbol(text)
     except InstrumentError:
-        raise BadRequest(f"Invalid symbol: {text}", {"symbol": "expected BASE-QUOTE, e.g. BTC-USDT"}) from None
+        raise BadRequest(f"Invalid symbol: {text[:SHOWN_CHARS]}", {"symbol": "expected BASE-QUOTE, e.g. BTC-USDT"}) from None
 
 
 def parse_page(query: dict[str, str]) -> tuple[int, int]:
     """(limit, offset): integers, limit ≥ 1 (above MAX_LIMIT: MAX_LIMIT), offset ≥ 0."""
     values = {}
     for name, default, least in (("limit", DEFAULT_LIMIT, 1), ("offset", 0, 0)):
-        text = query.get(name, "")
-        try:
-            values[name] = int(text) if text.strip() else default
-        except ValueError:
-            values[name] = least - 1
-        if values[name] < least:
-            raise BadRequest(f"Invalid {name}: {text}", {name: f"expected an integer ≥ {least}"})
+        text = query.get(name, "").strip(" ")
+        value = parse_count(text) if text else default
+        if value is None or value < least:
+            raise BadRequest(f"Invalid {name}: {text[:SHOWN_CHARS]}", {name: f"expected an integer ≥ {least}"})
+        values[name] = value
     return min(values["limit"], MAX_LIMIT), values["offset"]
+
+
+def parse_count(text: str) -> int | None:
+    """ASCII digits (at most MAX_DIGITS) → their number; None for anything else, including the
+    Unicode digits `int()` accepts (`١٢`, `１２`), signs, `_` separators and spaces."""
+    return int(text) if _NUMBER.fullmatch(text) else None
 
 
 def page(tickers: list[Ticker], limit: int, offset: int) -> HttpResponse:
