@@ -31,6 +31,7 @@ import traceback
 
 import trio
 from stress_support.loads import LOADS, QUICK, Load, Measure, Report, Scale
+from stress_support.control import split_cpus
 from stress_support.rig import healthz, open_rig, tracebacks
 
 LOAD_TIMEOUT = 90.0  # one load, rig included; a load that hangs is reported, the run goes on
@@ -90,16 +91,20 @@ def _ms(value: float | None) -> str:
 
 def print_report(reports: list[Report]) -> None:
     print()
-    print(f"{'load / phase':<72} {'max gap ms':>10} {'max RTT ms':>10} {'p50 RTT':>8} {'gw CPU':>6} | {'RSS MiB before→peak→after':>26} | survived")
+    print(f"{'load / phase':<64} {'max gap ms':>10} {'(at s)':>6} {'max RTT ms':>10} {'p50 RTT':>8} {'gw CPU':>6} {'load':>5}"
+          f" {'up block':>8} {'up gap':>7} | {'RSS MiB before→peak→after':>26} | survived")
     for r in reports:
         if r.failed:
-            print(f"{r.name:<72} LOAD FAILED: {r.failed}")
+            print(f"{r.name:<64} LOAD FAILED: {r.failed}")
         rss = f"{r.rss_before / 1024:.1f} → {r.rss_peak / 1024:.1f} → {r.rss_after / 1024:.1f}"
         for i, w in enumerate(r.windows):
             b = w.bystander
             lost = f" ({b['lost_pongs']} pongs lost)" if b.get("lost_pongs") else ""
             tail = f"{rss:>26} | {r.survived}" if i == 0 else f"{'':>26} |"
-            print(f"{w.label[:72]:<72} {_ms(b['max_gap_ms']):>10} {_ms(b['max_rtt_ms']):>10} {_ms(b['p50_rtt_ms']):>8} {w.gateway_cpu:>6.0%} | {tail}{lost}")
+            up = w.upstream
+            print(f"{w.label[:64]:<64} {_ms(b['max_gap_ms']):>10} {b['max_gap_at']:>6.1f} {_ms(b['max_rtt_ms']):>10}"
+                  f" {_ms(b['p50_rtt_ms']):>8} {w.gateway_cpu:>6.0%} {w.host_load:>5.1f} {_ms(up.get('max_send_block_ms')):>8}"
+                  f" {_ms(up.get('max_pass_gap_ms')):>7} | {tail}{lost}")
     print()
     for r in reports:
         print(f"[{r.name}]")
@@ -114,6 +119,10 @@ def print_report(reports: list[Report]) -> None:
 
 
 async def main(names: list[str], scale: Scale) -> list[Report]:
+    gateway_cpus, others = split_cpus()
+    os.sched_setaffinity(0, others)
+    print(f"gateway pinned to CPU {sorted(gateway_cpus)}, load generators to {sorted(others)}; "
+          f"host load average {os.getloadavg()[0]:.1f} (other work on this machine inflates every stall)", flush=True)
     reports = []
     for load in LOADS:
         if names and load.name not in names:

@@ -30,6 +30,8 @@ class Bystander:
         self.tally = Tally()
         self.last_trade: float | None = None
         self.max_gap = 0.0
+        self.max_gap_at = 0.0  # when it ended, seconds after `mark`
+        self.marked = time.monotonic()
         self.rtts: list[float] = []
         self.window_trades = 0
         self.lost_pongs = 0
@@ -37,7 +39,7 @@ class Bystander:
 
     def mark(self) -> None:
         self.max_gap, self.rtts, self.window_trades, self.lost_pongs = 0.0, [], 0, 0
-        self.last_trade = None
+        self.last_trade, self.marked, self.max_gap_at = None, time.monotonic(), 0.0
 
     async def read(self) -> None:
         async for batch in self.client.frames():
@@ -46,8 +48,8 @@ class Bystander:
             for opcode, payload in batch:
                 self.tally.take(opcode, payload)
             if self.tally.trades > before and any(op == TEXT for op, _ in batch):
-                if self.last_trade is not None:
-                    self.max_gap = max(self.max_gap, now - self.last_trade)
+                if self.last_trade is not None and now - self.last_trade > self.max_gap:
+                    self.max_gap, self.max_gap_at = now - self.last_trade, now - self.marked
                 self.last_trade = now
                 self.window_trades += self.tally.trades - before
         self.tally.eof = True
@@ -67,7 +69,7 @@ class Bystander:
     def report(self) -> dict[str, Any]:
         rtts = sorted(self.rtts)
         return {
-            "max_gap_ms": self.max_gap * 1e3,
+            "max_gap_ms": self.max_gap * 1e3, "max_gap_at": self.max_gap_at,
             "max_rtt_ms": rtts[-1] * 1e3 if rtts else None,
             "p50_rtt_ms": statistics.median(rtts) * 1e3 if rtts else None,
             "pings": len(rtts), "lost_pongs": self.lost_pongs, "trades": self.window_trades,

@@ -39,11 +39,13 @@ class Child:
         return self.process.pid
 
     @classmethod
-    async def start(cls, name: str, module: str, args: list[str], log: IO[bytes]) -> Child:
+    async def start(cls, name: str, module: str, args: list[str], log: IO[bytes], cpus: set[int] | None = None) -> Child:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)}
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env
         )
+        if cpus:
+            os.sched_setaffinity(process.pid, cpus)
         child = cls(name, process, log)
         child.announcement = await child._line(REPLY_TIMEOUT)
         return child
@@ -87,6 +89,15 @@ def rss_kib(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return values["VmRSS"], values["VmHWM"]
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """(the gateway's CPUs, everyone else's): with two or more, the gateway gets one of its own, so
+    the load generators (this process, the upstream, the bystander) do not take its core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    return {cpus[-1]}, set(cpus[:-1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -8,6 +8,7 @@ Every client here is a native `/stream` client on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class Window:
     label: str
     bystander: dict[str, Any]
     gateway_cpu: float  # share of one core the gateway used in this window
+    host_load: float  # the 1-minute load average at its end: other work on this machine inflates stalls
+    cpu_seconds: float = 0.0  # the gateway's CPU time in this window
+    upstream: dict[str, float] = field(default_factory=dict)  # its longest write and pause (`upstream.mark`)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Measure:
     async def start(self, label: str) -> None:
         self.label = label
         await self.rig.bystander.ask("mark")
+        await self.rig.upstream.ask("mark")
         self._cpu = (trio.current_time(), cpu_seconds(self.rig.gateway.pid))
 
     async def window(self, next_label: str | None = None) -> None:
@@ -87,7 +92,9 @@ class Measure:
         bystander = await self.rig.bystander.ask("report")
         elapsed = trio.current_time() - self._cpu[0]
         cpu = (cpu_seconds(self.rig.gateway.pid) - self._cpu[1]) / elapsed if elapsed > 0 else 0.0
-        self.report.windows.append(Window(self.label, bystander, cpu))
+        used = cpu * elapsed
+        upstream = await self.rig.upstream.ask("mark")
+        self.report.windows.append(Window(self.label, bystander, cpu, os.getloadavg()[0], used, upstream))
         if next_label is not None:
             await self.start(next_label)
 
@@ -216,8 +223,11 @@ async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced
         m.report.lines.append((f"{line}  ({sent[n]:,} toggles sent, {native.tally.other_trades:,} storm trades received)", good))
     errors = sum((c.tally.errors for c in clients), start=Counter[str]())
     closed = sum(1 for c in clients if c.tally.close or c.tally.eof)
-    m.report.notes.append(f"storm: {sum(sent):,} toggle messages sent; error replies {dict(errors) or 'none'}; "
-                          f"{closed}/{len(clients)} clients closed by the gateway")
+    changes = sum(sent) * scale.storm_channels
+    cpu = m.report.windows[-1].cpu_seconds
+    m.report.notes.append(f"storm: {sum(sent):,} toggle messages sent ({changes:,} channel changes, gateway CPU "
+                          f"{cpu / max(1, changes) * 1e6:.1f} µs each, replies included); error replies "
+                          f"{dict(errors) or 'none'}; {closed}/{len(clients)} clients closed by the gateway")
     await close_all(clients)
 
 
@@ -245,7 +255,6 @@ async def _settles(rig: Rig, m: Measure, clients: list[Native], channels: list[l
 async def stale(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> None:
     per = STALE_PER_CONNECTION
     total = scale.stale_connections * per
-    await m.start(f"stale: subscribe {total:,} streams ({scale.stale_connections} conns × {per:,})")
     limiter = trio.CapacityLimiter(CONNECT_LIMIT)
     clients: list[Native] = [None] * scale.stale_connections  # type: ignore[list-item]
 
@@ -254,9 +263,14 @@ async def stale(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> No
             clients[c] = await connect(rig.port, f"stale conn {c}", nursery)
             await subscribe(clients[c], [f"trade:stale:S{c}N{i}/USDT" for i in range(per)])
 
+    await m.start(f"stale: one subscribe of {per:,} channels")
     started = trio.current_time()
+    await open_one(0)
+    await until(lambda: clients[0].tally.replies["subscribed"] >= per)
+    await trio.sleep(0.5)
+    await m.window(f"stale: subscribe {total - per:,} more streams ({scale.stale_connections - 1} conns × {per:,} at once)")
     async with trio.open_nursery() as inner:
-        for c in range(scale.stale_connections):
+        for c in range(1, scale.stale_connections):
             inner.start_soon(open_one, c)
     subscribed = await until(lambda: all(c.tally.replies["subscribed"] >= per for c in clients))
     took = trio.current_time() - started
@@ -288,8 +302,23 @@ def _aggregate(report: Report, role: str, clients: list[Native], drained: list[b
 
 
 async def idle(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> None:
+    """Two rounds of open, hold, close: RSS that grows again in the second round is a leak,
+    RSS that stays is the allocator keeping freed memory."""
+    rss = []
+    for round_ in (1, 2):
+        await _idle_round(rig, scale, m, nursery, round_)
+        with trio.move_on_after(5):
+            while (await rig.gateway.ask("stats gc"))["peers"] > 1:  # noqa: ASYNC110 (another process)
+                await trio.sleep(0.1)
+        rss.append(rig.rss()[0])
+    m.report.notes.append(f"idle: gateway RSS after round 1 closed {rss[0] / 1024:.1f} MiB, after round 2 closed "
+                          f"{rss[1] / 1024:.1f} MiB ({(rss[1] - rss[0]) / 1024:+.1f} MiB: "
+                          + ("no growth, freed memory reused)" if rss[1] - rss[0] < 2048 else "GROWS: a leak per connection?)"))
+
+
+async def _idle_round(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, round_: int) -> None:
     n = scale.idle_connections
-    await m.start(f"idle: open {n:,} connections")
+    await m.start(f"idle round {round_}: open {n:,} connections")
     limiter = trio.CapacityLimiter(CONNECT_LIMIT)
     clients: list[Native] = []
     refused: list[str] = []
@@ -304,16 +333,18 @@ async def idle(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> Non
     async with trio.open_nursery() as inner:
         for i in range(n):
             inner.start_soon(open_one, i)
-    await m.window(f"idle: hold {len(clients):,} connections {scale.seconds:g} s")
-    await trio.sleep(scale.seconds)
+    await m.window(f"idle round {round_}: hold {len(clients):,} connections {scale.seconds / 2:g} s")
+    await trio.sleep(scale.seconds / 2)
     await m.window()
     still = sum(1 for c in clients if not c.tally.eof)
     rss, _ = rig.rss()
-    m.report.notes.append(f"idle: {len(clients):,} opened, {len(refused)} refused {sorted(set(refused))[:3]}, "
+    m.report.notes.append(f"idle round {round_}: {len(clients):,} opened, {len(refused)} refused {sorted(set(refused))[:3]}, "
                           f"{still:,} still open at the end; gateway RSS {rss / 1024:.1f} MiB with them")
-    await m.quiet()
+    if round_ == 1:
+        await m.quiet()
+        await rig.upstream.ask("resume")
     drained = await drain_all(clients)
-    _aggregate(m.report, "idle", clients, drained, [0] * len(clients))
+    _aggregate(m.report, f"idle (round {round_})", clients, drained, [0] * len(clients))
     await close_all(clients)
 
 

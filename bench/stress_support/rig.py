@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import trio
 
-from stress_support.control import Child, rss_kib
+from stress_support.control import Child, rss_kib, split_cpus
 from stress_support.wsclient import HOST, Tally
 
 BYSTANDER_CHANNEL = "trade:steady:BY/USDT"
@@ -175,14 +175,16 @@ async def open_rig(server: str = "", limits: str = "", policy: str = "") -> Asyn
     files = {name: open(path, "wb") for name, path in logs.items()}  # noqa: SIM115, ASYNC230 (closed below; local files)
     children: list[Child] = []
     try:
-        upstream = await Child.start("upstream", "stress_support.upstream", [], files["upstream"])
+        mine, others = split_cpus()
+        upstream = await Child.start("upstream", "stress_support.upstream", [], files["upstream"], others)
         children.append(upstream)
         url = f"ws://{HOST}:{upstream.announcement['port']}/v1/"
-        gateway = await Child.start("gateway", "stress_support.gateway_child", [config_path, url], files["gateway"])
+        gateway = await Child.start("gateway", "stress_support.gateway_child", [config_path, url], files["gateway"], mine)
         children.append(gateway)
         port = gateway.announcement["port"]
         await upstream.ask(f"feed steady {BYSTANDER_RATE}")
-        bystander = await Child.start("bystander", "stress_support.bystander", [str(port), BYSTANDER_CHANNEL], files["bystander"])
+        bystander = await Child.start("bystander", "stress_support.bystander", [str(port), BYSTANDER_CHANNEL], files["bystander"],
+                                      others)
         children.append(bystander)
         await _until_bystander_receives(bystander)
         yield Rig(upstream, gateway, bystander, port, logs)

@@ -68,6 +68,10 @@ class Upstream:
         self.hostile_sent: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()
         self.max_message = 0
+        # Since the last `mark`: the longest socket write (the gateway not reading its upstream) and
+        # the longest pause between two writes while a feed was due (this process short of CPU).
+        self.max_send_block = 0.0
+        self.max_pass_gap = 0.0
         self.max_hello_symbols = 0
         self.uuids = itertools.count(1)
         self._hostile_cache: dict[str, list[tuple[str, bytes]]] = {}
@@ -96,8 +100,8 @@ class Upstream:
                     nursery.start_soon(conn.sender)
                     await conn.receiver()
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+            pass  # the gateway went away or dropped this connection (as a hostile frame may make it do)
         finally:
             self.connections.discard(conn)
             self.went_idle.set()  # a pause must not wait for a connection that is gone
@@ -241,7 +245,11 @@ class Connection:
                         if size > FULL_BATCH_BYTES:  # big hostile frames: keep a pass short for the paced feeds
                             break
             if frames:
+                if self.up.feeds and not self.up.paused:
+                    self.up.max_pass_gap = max(self.up.max_pass_gap, now - last_sent)
+                began = trio.current_time()
                 await self._send(b"".join(frames))
+                self.up.max_send_block = max(self.up.max_send_block, trio.current_time() - began)
                 last_sent = now
                 await trio.lowlevel.checkpoint()
                 continue
@@ -308,6 +316,11 @@ class Commands:
         self.up.poke()
         return {"ok": True, "connections": len(self.up.connections)}
 
+    async def mark(self, args: list[str]) -> dict[str, Any]:
+        report = {"max_send_block_ms": self.up.max_send_block * 1e3, "max_pass_gap_ms": self.up.max_pass_gap * 1e3}
+        self.up.max_send_block = self.up.max_pass_gap = 0.0
+        return report
+
     async def stats(self, args: list[str]) -> dict[str, Any]:
         up = self.up
         return {
@@ -325,7 +338,7 @@ async def main(port: int) -> None:
         listeners = await nursery.start(partial(trio.serve_tcp, up.handle, port, host="127.0.0.1"))
         announce({"port": listeners[0].socket.getsockname()[1]})
         await serve_commands({name: getattr(commands, name) for name in
-                              ("feed", "hostile", "pause", "resume", "burst", "oversized", "probe", "stats")})
+                              ("feed", "hostile", "pause", "resume", "burst", "oversized", "probe", "mark", "stats")})
         nursery.cancel_scope.cancel()
 
 

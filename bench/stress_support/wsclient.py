@@ -20,6 +20,7 @@ import trio
 HOST = "127.0.0.1"
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _CHUNK = 1 << 18
+SEND_TIMEOUT = 10.0
 
 
 class HandshakeRefused(Exception):
@@ -101,8 +102,16 @@ class WsClient:
         return cls(stream, rest)
 
     async def send(self, payload: bytes, opcode: int = TEXT) -> None:
+        """One whole frame. Shielded: a frame cut by a cancellation would corrupt every frame after
+        it (the gateway rightly answers 1007/1002); a send that cannot finish in SEND_TIMEOUT
+        breaks the connection instead."""
         async with self._send_lock:
-            await self.stream.send_all(masked(opcode, payload))
+            with trio.move_on_after(SEND_TIMEOUT) as scope:
+                scope.shield = True
+                await self.stream.send_all(masked(opcode, payload))
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(self.stream)
+                raise trio.BrokenResourceError("send timed out")
 
     async def frames(self) -> AsyncIterator[list[tuple[int, bytes]]]:
         """Batches of frames as they arrive (one batch per socket read); ends at EOF or a close
@@ -147,6 +156,7 @@ class _Reply(msgspec.Struct):
 _gap_decoder = msgspec.json.Decoder(_Gap)
 _reply_decoder = msgspec.json.Decoder(_Reply)
 _TRADE_PREFIX = b'{"type":"trade"'
+_SUBSCRIBED_PREFIXES = (b'{"type":"subscribed"', b'{"type":"unsubscribed"')
 
 
 @dataclass
@@ -179,6 +189,8 @@ class Tally:
             self.close = (code, payload[2:].decode("utf-8", "replace"))
         elif opcode != TEXT:
             return
+        elif payload.startswith(_SUBSCRIBED_PREFIXES):  # the bulk of a storm's replies: no decode
+            self.replies["subscribed" if payload[9] == 0x73 else "unsubscribed"] += 1
         elif payload.startswith(_TRADE_PREFIX):
             if self.exchange is None or self._marker in payload:
                 self.trades += 1
