@@ -13,6 +13,8 @@ What the shell adds to `server`:
 - A refused upgrade is answered with its HTTP status and a JSON body `{"message": ...}`.
 - `stats.connections_opened` counts every incoming connection attempt, refused ones included; each
   takes the next fault script.
+- `interleave` (tests, benchmarks): frames sent, in turn, before each ticker frame, on every
+  connection; hostile ones at the full ticker rate, each followed by a good frame.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class LuziaEmulator:
         self.accepted_keys = accepted_keys
         self.clock = clock
         self.paused: set[Instrument] = set()  # tests: these instruments publish nothing (a stalled feed)
+        self.interleave: list[str] = []  # tests: one of these, in turn, before each ticker frame
+        self.interleaved_sent = 0
         self.faults = FaultQueue()
         self.stats = EmulatorStats()
         self._clients: list[_Client] = []
@@ -214,7 +218,7 @@ class LuziaEmulator:
     def _record(self, text: str | bytes) -> None:
         try:
             message: Any = msgspec.json.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError, ValueError):  # a hostile client's, unrecorded
             return
         if isinstance(message, dict):
             self.stats.client_messages.append(message)
@@ -252,6 +256,9 @@ class LuziaEmulator:
             return
         now = self.clock()
         frame = wire.encode(feed.ticker_message(self.market.step(instrument, now), now))
+        if self.interleave:
+            await client.ws.send_message(self.interleave[self.interleaved_sent % len(self.interleave)])
+            self.interleaved_sent += 1
         await client.ws.send_message(frame)
         client.frames += 1
         self.stats.frames_sent += 1
