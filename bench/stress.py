@@ -30,8 +30,8 @@ import time
 import traceback
 
 import trio
-from stress_support.loads import LOADS, QUICK, Load, Measure, Report, Scale
 from stress_support.control import split_cpus
+from stress_support.loads import LOADS, QUICK, Load, Measure, Report, Scale
 from stress_support.rig import healthz, open_rig, tracebacks
 
 LOAD_TIMEOUT = 90.0  # one load, rig included; a load that hangs is reported, the run goes on

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from stress_support.control import announce, serve_commands
+from stress_support.control import announce, first_line, serve_commands
 from stress_support.wsclient import TEXT, Tally, WsClient, drain
 
 PING_EVERY = 0.05  # 20 pings/s: well inside the gateway's default 50 messages/s per connection
@@ -106,7 +106,6 @@ async def main(port: int, channel: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("port", type=int)
     parser.add_argument("channel")
     args = parser.parse_args()
-    trio.run(main, args.port, args.channel)
+    trio.run(main, int(first_line()), args.channel)  # the gateway's port, once it listens

@@ -46,9 +46,17 @@ class Child:
         )
         if cpus:
             os.sched_setaffinity(process.pid, cpus)
-        child = cls(name, process, log)
-        child.announcement = await child._line(REPLY_TIMEOUT)
-        return child
+        return cls(name, process, log)
+
+    async def announced(self, first_line: str | None = None) -> dict[str, Any]:
+        """Its announcement; `first_line` is what it waits for first (a port it could not know
+        when it was started: children import while their peers start)."""
+        if first_line is not None:
+            stdin = self.process.stdin
+            assert stdin is not None
+            await stdin.send_all(first_line.encode() + b"\n")
+        self.announcement = await self._line(REPLY_TIMEOUT)
+        return self.announcement
 
     async def _line(self, timeout: float) -> dict[str, Any]:
         stdout = self.process.stdout
@@ -111,6 +119,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 Handler = Callable[[list[str]], Awaitable[dict[str, Any]]]
+
+
+def first_line() -> str:
+    """The child's first stdin line, read byte by byte before Trio starts (a buffered read could
+    swallow the commands that follow it)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        byte = os.read(0, 1)
+        if not byte:
+            break
+        data += byte
+    return data.decode().strip()
 
 
 def announce(message: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import trio
 from gateway.app import Gateway, UpstreamRoutes, run_gateway
 from gateway.config import Config, parse
 from schemas import Event, Gap, Status, Trade
-from stress_support.control import announce, serve_commands
+from stress_support.control import announce, first_line, serve_commands
 
 
 class CountingTap:
@@ -87,7 +87,6 @@ async def main(config_path: str, upstream_url: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
-    parser.add_argument("upstream_url")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    trio.run(main, args.config, args.upstream_url)
+    trio.run(main, args.config, first_line())  # the upstream's URL, once it listens

@@ -39,6 +39,9 @@ class Scale:
     stale_after: float = 4.0
     idle_connections: int = 1000
     write_stall: float = 3.0  # `[limits] write_stall_seconds` for the non-reader load
+    after_stall: float = 3.0  # held past it: the cut-off, its close grace (2 s), and some
+    linger: float = 1.0  # the bystander keeps measuring this long past a burst
+    settle: bool = True  # wait for the upstream scope after a storm (CoinAPI's hello rate: up to ~10 s)
     reader_pause: float = 2.0  # the slow (but not dead) reader's pause
     busy_symbols: int = 20
     busy_rate: float = 200.0  # trades/s per busy symbol
@@ -46,8 +49,8 @@ class Scale:
     hostile_ratio: float = 0.25  # hostile frames per valid trade
 
 
-QUICK = Scale(seconds=2.0, storm_clients=5, stale_connections=10, stale_after=2.0, idle_connections=200,
-              write_stall=1.5, reader_pause=0.5, busy_symbols=10)
+QUICK = Scale(seconds=1.5, storm_clients=5, stale_connections=10, stale_after=1.5, idle_connections=200,
+              write_stall=1.0, after_stall=3.0, linger=0.3, settle=False, reader_pause=0.5, busy_symbols=10)
 
 
 @dataclass
@@ -214,8 +217,9 @@ async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced
         for i in range(len(clients)):
             inner.start_soon(run, i)
     await m.window()
-    await _settles(rig, m, clients, [(pool[(i * 7) % len(pool):] + pool[:(i * 7) % len(pool)])[: scale.storm_channels]
-                                     for i in range(len(clients))], sent)
+    if scale.settle:
+        await _settles(rig, m, clients, [(pool[(i * 7) % len(pool):] + pool[:(i * 7) % len(pool)])[: scale.storm_channels]
+                                         for i in range(len(clients))], sent)
     await m.quiet()
     drained = await drain_all(clients)
     for n, (native, ok) in enumerate(zip(clients, drained, strict=True)):
@@ -225,8 +229,8 @@ async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced
     closed = sum(1 for c in clients if c.tally.close or c.tally.eof)
     changes = sum(sent) * scale.storm_channels
     cpu = m.report.windows[-1].cpu_seconds
-    m.report.notes.append(f"storm: {sum(sent):,} toggle messages sent ({changes:,} channel changes, gateway CPU "
-                          f"{cpu / max(1, changes) * 1e6:.1f} µs each, replies included); error replies "
+    m.report.notes.append(f"storm: {sum(sent):,} toggle messages sent ({changes:,} channel changes; the window's gateway "
+                          f"CPU / changes = {cpu / max(1, changes) * 1e6:.1f} µs, replies and the steady streams included); error replies "
                           f"{dict(errors) or 'none'}; {closed}/{len(clients)} clients closed by the gateway")
     await close_all(clients)
 
@@ -267,7 +271,7 @@ async def stale(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> No
     started = trio.current_time()
     await open_one(0)
     await until(lambda: clients[0].tally.replies["subscribed"] >= per)
-    await trio.sleep(0.5)
+    await trio.sleep(scale.linger)
     await m.window(f"stale: subscribe {total - per:,} more streams ({scale.stale_connections - 1} conns × {per:,} at once)")
     async with trio.open_nursery() as inner:
         for c in range(1, scale.stale_connections):
@@ -279,7 +283,7 @@ async def stale(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> No
     await m.window(f"stale: {total:,} streams go stale at once (stale_after {scale.stale_after:g} s)")
     all_stale = await until(lambda: all(c.tally.statuses["stale"] >= per for c in clients), scale.stale_after + 10)
     took = trio.current_time() - started
-    await trio.sleep(1.0)  # keep measuring the bystander just past the burst
+    await trio.sleep(scale.linger)  # keep measuring the bystander just past the burst
     await m.window()
     stale_seen = sum(c.tally.statuses["stale"] for c in clients)
     m.report.notes.append(f"stale: {stale_seen:,}/{total:,} stale statuses received" +
@@ -368,7 +372,7 @@ async def nonreader(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -
     for native in (dead, slow):
         await subscribe(native, channels)
     rate = scale.busy_rate * scale.busy_symbols
-    hold = scale.write_stall + 3
+    hold = scale.write_stall + scale.after_stall
     await m.start(f"never reads: {rate:,.0f} trades/s unread for {hold:g} s (write_stall_seconds {scale.write_stall:g})")
     started = trio.current_time()
     seen: dict[str, float] = {}
@@ -419,7 +423,7 @@ async def hostile_upstream(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nur
     await rig.upstream.ask("hostile 0")
     await rig.upstream.ask("resume")
     await _probe_catalogue(rig, m)
-    await _after_hostile(rig, m)
+    await _after_hostile(rig, m, scale)
     await close_all([reader])
 
 
@@ -474,14 +478,14 @@ async def _reconnects(rig: Rig, command: str, timeout: float = 8.0) -> str:
     return f"no reconnect within {timeout:g} s"
 
 
-async def _after_hostile(rig: Rig, m: Measure) -> None:
+async def _after_hostile(rig: Rig, m: Measure, scale: Scale) -> None:
     """Connection-level hostility, after the accounting: a malformed run past MALFORMED_RUN_LIMIT
     (must reconnect) and one frame past the client's message size limit."""
     await m.start("after a 150-frame malformed run and a 2 MB frame")
     m.report.notes.append(f"hostile: 150 malformed frames in a row → {await _reconnects(rig, 'burst 150')}")
     sid = symbol_id("steady", "BY")
     m.report.notes.append(f"hostile: one 2 MB frame → {await _reconnects(rig, f'oversized 2000000 {sid}')}")
-    await trio.sleep(1.0)
+    await trio.sleep(scale.linger)
     await m.window()
 
 

@@ -176,16 +176,17 @@ async def open_rig(server: str = "", limits: str = "", policy: str = "") -> Asyn
     children: list[Child] = []
     try:
         mine, others = split_cpus()
+        # All three import at once; each then waits on stdin for the port it needs.
         upstream = await Child.start("upstream", "stress_support.upstream", [], files["upstream"], others)
         children.append(upstream)
-        url = f"ws://{HOST}:{upstream.announcement['port']}/v1/"
-        gateway = await Child.start("gateway", "stress_support.gateway_child", [config_path, url], files["gateway"], mine)
+        gateway = await Child.start("gateway", "stress_support.gateway_child", [config_path], files["gateway"], mine)
         children.append(gateway)
-        port = gateway.announcement["port"]
-        await upstream.ask(f"feed steady {BYSTANDER_RATE}")
-        bystander = await Child.start("bystander", "stress_support.bystander", [str(port), BYSTANDER_CHANNEL], files["bystander"],
-                                      others)
+        bystander = await Child.start("bystander", "stress_support.bystander", [BYSTANDER_CHANNEL], files["bystander"], others)
         children.append(bystander)
+        url = f"ws://{HOST}:{(await upstream.announced())['port']}/v1/"
+        port = (await gateway.announced(url))["port"]
+        await upstream.ask(f"feed steady {BYSTANDER_RATE}")
+        await bystander.announced(str(port))
         await _until_bystander_receives(bystander)
         yield Rig(upstream, gateway, bystander, port, logs)
     finally:
