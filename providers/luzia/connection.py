@@ -166,6 +166,8 @@ class LuziaConnection:
             raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row")
 
     def _ack(self, message: wire.Subscribed | wire.Unsubscribed) -> bool:
+        if not message.channel.isascii():  # no case mapping may make one of ours out of it
+            return False
         try:
             channel = canonical_channel(message.channel)
         except ChannelError:

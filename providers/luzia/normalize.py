@@ -30,6 +30,9 @@ from schemas.timeutil import TimestampError, parse_any_ns
 
 @lru_cache(maxsize=8192)
 def _instrument(exchange: str, symbol: str) -> tuple[str, str]:
+    # ASCII before any case mapping: `"\u212araken".lower()` is "kraken" (the Kelvin sign).
+    if not (exchange.isascii() and symbol.isascii()):
+        raise MalformedFrame("exchange or symbol is not ASCII")
     try:
         return canonical_exchange(exchange), canonical_symbol(symbol)
     except InstrumentError as exc:

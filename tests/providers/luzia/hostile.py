@@ -87,3 +87,23 @@ def hostile_requests(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         fields["extra"] = draw(json_trees)
     return _object(fields)
+
+
+#: One hostile frame of each class the issue names, each malformed.
+HOSTILE_FRAMES: Final = [
+    "[" * 100_000,  # nested far beyond the decoder's depth
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "x": "[" * 5000 + "]" * 5000}),  # deep, in a field nobody reads
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "last": '"NaN"'}),
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "bid": '"Infinity"'}),
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "ask": "1E+100"}),
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "volume": "9" * 5000}),
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "timestamp": str(2**70)}),
+    frame_of("ticker", BASE_FRAMES["ticker"], {**TICKER_DATA, "timestamp": "-1"}),
+    frame_of("ticker", {**BASE_FRAMES["ticker"], "timestamp": '"9999-12-31T23:59:59.999Z"'}),
+    frame_of("ticker", {**BASE_FRAMES["ticker"], "symbol": '"' + "B" * 20_000 + '"'}),  # a huge string
+    frame_of("ticker", {**BASE_FRAMES["ticker"], "symbol": '"\u212aRW/USDT"'}),  # not ASCII
+    frame_of("ticker", {**BASE_FRAMES["ticker"], "exchange": '"\u212araken"'}),  # lower-cases to "kraken"
+    frame_of("subscribed", {"channel": "12"}),  # a wrong type in a field that is read
+    '{"type":"pong","timestamp":' + "[" * 100_000,
+    *PATHOLOGICAL[:6],
+]

@@ -19,6 +19,7 @@ from providers.luzia import denormalize, normalize, wire
 from schemas import Quote, Ticker, json_encoder, msgpack_encoder
 from tests.providers.luzia.hostile import (
     BASE_FRAMES,
+    HOSTILE_FRAMES,
     LUZIA_TIMES,
     NUMBER_TEXTS,
     PATHOLOGICAL,
@@ -77,6 +78,11 @@ def test_the_base_frames_are_valid():
 def test_a_hostile_server_frame_has_one_of_the_three_outcomes(frame):
     outcome(frame)  # raises if anything else leaves
     outcome(frame.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("frame", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_each_class_of_hostile_frame_is_malformed(frame):
+    assert outcome(frame) == "malformed"
 
 
 @pytest.mark.parametrize("frame", PATHOLOGICAL, ids=range(len(PATHOLOGICAL)))
