@@ -103,7 +103,7 @@ class CoinApiAdapter:
         self._planner = Planner(self._mapper)
         self._router = StreamRouter(name, self._mapper, sink, policy.stale_after)
         self._counters = FrameCounters()
-        self._wanted_changed, self._send_needed = Wakeup(), Wakeup()
+        self._wanted_changed, self._send_needed, self._gaps_queued = Wakeup(), Wakeup(), Wakeup()
         self._link_ids = itertools.count(1)
         self._links: list[Connection] = []
         self._active: Connection | None = None
@@ -177,6 +177,7 @@ class CoinApiAdapter:
         self._router.start(trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_staleness)
+            nursery.start_soon(self._tell_gaps)
             task_status.started()
             await reconnect_forever(
                 self._session, self._link_state, self._backoff, auth_retry=self.policy.auth_retry,
@@ -365,12 +366,13 @@ class CoinApiAdapter:
         self._send_needed.fire()  # its scope may lag behind what is wanted now
 
     def _report_lost(self, now_ns: int) -> None:
-        """A Gap(reconnect) per stream that was wanted before the loss and still is."""
+        """A Gap(reconnect) per stream that was wanted before the loss and still is, told by
+        `_tell_gaps` a slice at a time (tens of thousands of streams may have been lost)."""
         if self._lost is not None:
             lost_from, lost_keys = self._lost
             self._lost = None
-            still = sorted(lost_keys & self._router.wanted, key=StreamKey.channel)
-            self._router.gaps(still, lost_from, now_ns, "reconnect")
+            self._router.queue_gaps(lost_keys & self._router.wanted, lost_from, now_ns)
+            self._gaps_queued.fire()
 
     def _on_reconnect(self, link: Connection, message: wire.Reconnect) -> None:
         """Make before break: open the replacement now; it takes over on its first frame."""
@@ -389,8 +391,18 @@ class CoinApiAdapter:
         while True:
             await trio.sleep(interval)
             self._router.check_stale(trio.current_time())
-            while self._router.report_stale(self._clock_ns()):
-                await trio.lowlevel.checkpoint()  # a slice at a time: other tasks (clients) run in between
+            await _sliced(lambda: self._router.report_stale(self._clock_ns()))
+
+    async def _tell_gaps(self) -> None:
+        while True:
+            await self._gaps_queued.wait()
+            await _sliced(self._router.report_gaps)
+
+
+async def _sliced(report: Callable[[], bool]) -> None:
+    """Call `report` until it says it is done, letting every other task run between calls."""
+    while report():
+        await trio.lowlevel.checkpoint()
 
 
 def _age(then: float | None, now: float | None) -> float | None:

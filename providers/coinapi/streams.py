@@ -6,7 +6,8 @@ by it (CoinAPI's union filters deliver more than we asked for), the ticker build
 gap), and the make-before-break de-duplication of what two overlapping connections both deliver.
 A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like any other; its gaps are
 reported per exchange it has delivered (a `Gap` always names its exchange).
-Staleness is reported in slices (`check_stale` then `report_stale` until it says it is done):
+Staleness is reported in slices (`check_stale` then `report_stale` until it says it is done), and
+so are the gaps of a lost connection (`queue_gaps`, then `report_gaps`):
 tens of thousands of streams may go silent at one moment (an exchange halts), and one Status per
 stream through the sink in one go would stall every client for the whole batch. A stream that
 delivers, or is no longer wanted, before its turn is not reported at all (the check just came a
@@ -39,6 +40,9 @@ DEDUPE_LIMIT: Final = 200_000
 #: Stale statuses emitted per `report_stale` call: the adapter lets the loop run between slices,
 #: so a bystander client waits at most one slice (~2 ms of hub fan-out, ~15 µs a status) for its next event.
 STALE_SLICE: Final = 128
+#: Loss reports (a lost connection: every stream it carried) waiting to be told as gaps, a slice
+#: at a time like stale statuses; one more is merged into the newest (a wider window is still true).
+GAP_BATCHES: Final = 4
 #: Sequence counters kept per connection ((type, symbol_id) pairs; CoinAPI's union filters may
 #: deliver whole exchanges). Beyond, they start over: at worst one jump goes unnoticed.
 SEQUENCE_LIMIT: Final = 65_536
@@ -70,6 +74,7 @@ class StreamRouter:
         # tens of thousands may arrive at once; both at most the wanted set.
         self._unreported: set[StreamKey] = set()
         self._unreported_order: deque[StreamKey] = deque()
+        self._gap_batches: deque[tuple[list[StreamKey], int, int]] = deque()  # (streams, from_ns, to_ns)
         self._routes: dict[type, _Handler] = {
             wire.Trade: self._trade,  # type: ignore[dict-item]
             wire.Quote: self._quote,  # type: ignore[dict-item]
@@ -301,6 +306,28 @@ class StreamRouter:
             self._unreported.discard(key)
             return True
         return False
+
+    def queue_gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int) -> None:
+        """The data of `keys` may be missing between the two times (their connection was lost):
+        told as `reconnect` gaps by `report_gaps`, a slice at a time."""
+        batches = self._gap_batches
+        if len(batches) >= GAP_BATCHES:
+            newest, newest_from, _ = batches.pop()
+            keys, from_ns = set(keys).union(newest), min(from_ns, newest_from)
+        batches.append((list(keys), from_ns, to_ns))
+
+    def report_gaps(self, limit: int = STALE_SLICE) -> bool:
+        """Up to `limit` queued streams' gaps (those still wanted); True while more are queued."""
+        batches = self._gap_batches
+        if batches:
+            keys, from_ns, to_ns = batches[0]
+            piece = keys[-limit:]
+            del keys[-limit:]
+            wanted = self.wanted
+            self.gaps(sorted((k for k in piece if k in wanted), key=StreamKey.channel), from_ns, to_ns, "reconnect")
+            if not keys:
+                batches.popleft()
+        return bool(batches)
 
     def gaps(self, keys: Iterable[StreamKey], from_ns: int, to_ns: int, cause: str) -> None:
         """One Gap per stream; a stream of every exchange is one Gap per exchange it has delivered."""

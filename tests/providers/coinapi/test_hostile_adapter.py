@@ -20,7 +20,8 @@ from providers.coinapi.grammar import SymbolMapper
 from providers.coinapi.streams import DEDUPE_WINDOW, STALE_SLICE, StreamRouter
 from providers.common.backoff import Backoff
 from providers.common.counters import MALFORMED_RUN_LIMIT
-from schemas import Event, Status, Trade
+from providers.common.emulator import FaultScript
+from schemas import Event, Gap, Status, Trade
 from schemas.streams import StreamKey
 from tests.providers.coinapi.hostile import PATHOLOGICAL
 from tests.providers.coinapi.support import CLOSE, SEED, ScriptedServer, set_wanted, trade_frame
@@ -194,6 +195,29 @@ async def test_the_overlap_is_dropped_when_the_replacement_fails(autojump_clock,
 # ---------------------------------------------------------------------------- staleness at scale
 
 
+def _counter(recorder, matches) -> list[int]:
+    """A one-element list counting the recorded events that `matches`, as they arrive."""
+    count = [0]
+    recorder.hooks.append(lambda event: count.__setitem__(0, count[0] + bool(matches(event))))
+    return count
+
+
+async def _steps_until(count: list[int], total: int) -> list[int]:
+    """How many counted events arrived between each two of our checkpoints, until `total`."""
+    seen = [count[0]]
+    for _ in range(2_000):  # bounded: the slices must end well before
+        await trio.lowlevel.checkpoint()
+        seen.append(count[0])
+        if seen[-1] >= total:
+            break
+    return [b - a for a, b in itertools.pairwise(seen)]
+
+
+# Trio runs each batch of ready tasks in a random order: between two of our checkpoints the
+# reporting task may have run once in each of two batches, never more.
+MOST_PER_STEP = 2 * STALE_SLICE
+
+
 async def test_forty_thousand_streams_going_stale_at_once_are_reported_a_slice_at_a_time(
     autojump_clock, nursery, make_adapter, recorder
 ) -> None:
@@ -201,20 +225,38 @@ async def test_forty_thousand_streams_going_stale_at_once_are_reported_a_slice_a
     adapter = make_adapter(stale_after=30.0)
     set_wanted(adapter, wanted)
     await nursery.start(adapter.run)
-    stale = [0]
-    recorder.hooks.append(lambda event: stale.__setitem__(0, stale[0] + (type(event) is Status and event.state == "stale")))
+    stale = _counter(recorder, lambda event: type(event) is Status and event.state == "stale")
     await trio.sleep_until(30.0)  # the watchdog's tick that finds them all stale
-    seen = [0]
-    for _ in range(1_000):  # bounded: the slices must end well before
-        await trio.lowlevel.checkpoint()
-        seen.append(stale[0])
-        if seen[-1] == len(wanted):
-            break
-    steps = [b - a for a, b in itertools.pairwise(seen)]
-    # Trio runs each batch of ready tasks in a random order: between two of our checkpoints the
-    # watchdog may have run once in each of two batches, never more.
-    assert seen[-1] == 40_000 and max(steps) <= 2 * STALE_SLICE and len(steps) >= 40_000 // (2 * STALE_SLICE)
+    steps = await _steps_until(stale, len(wanted))
+    assert stale[0] == 40_000 and max(steps) <= MOST_PER_STEP and len(steps) >= 40_000 // MOST_PER_STEP
     assert trio.current_time() == 30.0  # every slice ran at one moment: a checkpoint between, no delay
+
+
+async def test_forty_thousand_streams_lost_with_a_connection_get_their_gaps_a_slice_at_a_time(
+    autojump_clock, nursery, emulator, make_adapter, recorder
+) -> None:
+    emulator.faults.add(FaultScript(drop_after_frames=2))
+    wanted = {StreamKey("trade", "binance", f"C{i}/USDT") for i in range(40_000)} | {KRAKEN}
+    adapter = make_adapter(stale_after=3600.0)
+    set_wanted(adapter, wanted)
+    await nursery.start(adapter.run)
+    gaps = _counter(recorder, lambda event: type(event) is Gap and event.cause == "reconnect")
+    await emulator.stats.wait_for(lambda: emulator.stats.connections_opened == 2)
+    steps = await _steps_until(gaps, len(wanted))
+    assert gaps[0] == len(wanted) and max(steps) <= MOST_PER_STEP and len(steps) >= len(wanted) // MOST_PER_STEP
+
+
+def test_loss_reports_waiting_are_bounded_and_merged_into_a_wider_window() -> None:
+    events: list[Event] = []
+    router = _router(events)
+    router.add([StreamKey("trade", "kraken", "ETH/USD")], 0.0)
+    for i in range(streams.GAP_BATCHES + 2):
+        router.queue_gaps([KRAKEN], from_ns=10 + i, to_ns=20 + i)
+    while router.report_gaps():
+        pass
+    windows = [(g.from_ts, g.to_ts) for g in events if isinstance(g, Gap)]
+    assert len(windows) == streams.GAP_BATCHES  # the last three came as one, spanning all three
+    assert windows[-1] == (10 + streams.GAP_BATCHES - 1, 20 + streams.GAP_BATCHES + 1)
 
 
 def test_a_stream_that_delivers_or_leaves_before_its_turn_is_not_reported() -> None:
