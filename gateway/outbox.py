@@ -8,10 +8,12 @@ write. Policy when the queue holds `limit` frames (the client is not keeping up)
   distinct latest-wins streams, which the subscription limit bounds;
 - trades are dropped, and the window they covered is handed to the writer as a `DroppedWindow` so
   the client is told with a `gap` event — data is never lost silently;
-- control frames (replies, pongs, status, heartbeats, close) are never dropped; a client that lets
-  more than `control_limit` of them pile up is not reading at all: `on_overflow` is called once
-  (the owner disconnects it) and nothing more is queued.
-Once `close()` has been called nothing more is queued: no frame may follow a close frame.
+- control frames (replies, pongs, status, heartbeats, close) are never dropped. "Not reading" is
+  judged by bytes, not by how many replies one request earned: once more than `control_bytes`
+  bytes of control frames wait between two takes, `on_overflow` is called once (the owner cuts the
+  client off with `abort`, its close frame alone) and nothing more is queued. The other half of
+  the rule, a socket that accepts nothing for a while, is the writer's (`gateway.wspeer`).
+Once `close()` or `abort()` has been called nothing more is queued: no frame may follow a close frame.
 """
 
 from __future__ import annotations
@@ -34,15 +36,22 @@ class DroppedWindow:
     missed: int
 
 
+#: Control bytes that may wait unread for one client (`[limits] max_pending_control_bytes` when a
+#: server builds the outbox): far above one legal request's replies (1,000 `subscribed` ≈ 80 KB).
+CONTROL_BYTES = 8 * 1024 * 1024
+
+
 class Outbox:
-    def __init__(self, limit: int, control_limit: int = 1024, on_overflow: Callable[[], None] | None = None) -> None:
+    def __init__(self, limit: int, control_bytes: int = CONTROL_BYTES, on_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
-        self.control_limit = control_limit
+        self.control_bytes = control_bytes
         self.on_overflow = on_overflow
         self._frames: list[bytes] = []
         self._latest_slot: dict[Hashable, int] = {}  # stream → index of its frame in _frames
         self._dropped: dict[Stream, DroppedWindow] = {}
-        self._controls = 0
+        self._control_pending = 0  # bytes of control frames queued since the last take
+        self._final: bytes | None = None  # the close frame queued by close(), until taken
+        self.overflowed = False
         self._ready = trio.Event()
         self.closed = False
         self.sent_frames = 0
@@ -55,14 +64,19 @@ class Outbox:
     def put_control(self, data: bytes) -> None:
         if self.closed:
             return
-        self._controls += 1
-        if self._controls > self.control_limit:
-            self.closed = True  # nothing more is queued for a client that reads nothing
-            self._ready.set()
-            if self.on_overflow is not None:
-                self.on_overflow()
+        self._control_pending += len(data)
+        if self._control_pending > self.control_bytes:
+            self._overflow()
             return
         self._append(data)
+
+    def _overflow(self) -> None:
+        """The client reads nothing: its owner cuts it off (once); nothing more is queued."""
+        self.overflowed = True
+        if self.on_overflow is not None:
+            self.on_overflow()
+        if not self.closed:  # an owner that did not abort with a close frame of its own
+            self.abort()
 
     def put_latest(self, key: Hashable, data: bytes) -> None:
         """A quote or ticker: when the client lags, only the newest per stream matters."""
@@ -103,9 +117,10 @@ class Outbox:
     def take(self) -> tuple[list[bytes], list[DroppedWindow]]:
         """Everything queued, and the trade windows dropped since the last take."""
         frames, dropped = self._frames, list(self._dropped.values())
-        self._frames, self._latest_slot, self._dropped, self._controls = [], {}, {}, 0
+        self._frames, self._latest_slot, self._dropped, self._control_pending = [], {}, {}, 0
         self._ready = trio.Event()
         if self.closed:
+            self._final = None  # handed to the writer: an abort must not queue it twice
             self._ready.set()
         self.sent_frames += len(frames)
         return frames, dropped
@@ -115,5 +130,17 @@ class Outbox:
         queued and stops."""
         if final is not None and not self.closed:
             self._frames.append(final)
+            self._final = final
+        self.closed = True
+        self._ready.set()
+
+    def abort(self, final: bytes | None = None) -> None:
+        """Cut off: drop everything queued (a client that is not reading would only fall further
+        behind), queue `final` (the close frame) alone, accept nothing more. After `close()` the
+        close frame already queued is kept instead: a client gets one close frame at most."""
+        if self.closed:
+            final = self._final
+        self._frames, self._final = ([final] if final is not None else []), final
+        self._latest_slot, self._dropped = {}, {}
         self.closed = True
         self._ready.set()

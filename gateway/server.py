@@ -2,15 +2,19 @@
 
 h11 parses the request. An `Upgrade: websocket` request goes to the app's WebSocket route for its
 path (a dialect session) and the connection becomes a `WebSocketPeer`; anything else is answered by
-the app's HTTP routes, with keep-alive. This module owns sockets and timeouts, never protocol logic.
+the app's HTTP routes, with keep-alive. This module owns sockets, timeouts and the edge's caps
+(`[limits]`), never protocol logic; who may connect is decided by `gateway.guard`, and no route
+runs for a request that policy refused. A malformed request is answered with its HTTP status in
+the project's own words, never with a traceback in the log, and never echoes client input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-import urllib.parse
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -18,14 +22,15 @@ import msgspec
 import trio
 
 from gateway.config import Limits, ServerConfig
+from gateway.guard import WRONG_ORIGIN, ConnectionCount, Policy, Refusal, check_handshake, parse_target
 from gateway.outbox import Outbox
 from gateway.wspeer import Session, WebSocketPeer
 
 log = logging.getLogger(__name__)
 
-#: A client that has not sent a complete request head by then is dropped (slowloris guard).
-REQUEST_TIMEOUT_SECONDS = 10.0
-MAX_REQUEST_HEAD = 16 * 1024
+#: A connection over a cap gets this long to send its request head before its 503 (see
+#: `_refuse_connection`); short, because such a connection is not counted against any cap.
+BUSY_READ_SECONDS = 1.0
 _RECEIVE_CHUNK = 65536
 
 
@@ -56,19 +61,20 @@ class App(Protocol):
     async def http(self, request: HttpRequest) -> HttpResponse: ...
 
 
-def parse_request(request: h11.Request) -> HttpRequest:
-    target = urllib.parse.urlsplit(request.target.decode("latin-1"))
-    query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-    return HttpRequest(request.method.decode("ascii"), urllib.parse.unquote(target.path) or "/", query, headers)
-
-
 def is_websocket_upgrade(request: HttpRequest) -> bool:
     return request.headers.get("upgrade", "").lower() == "websocket"
 
 
+class _HeadTooLarge(h11.RemoteProtocolError):
+    """The request head grew past `max_request_head_bytes`, however its bytes arrived."""
+
+
 class Server:
-    """Serves `app` on one listener; tracks live WebSocket peers so shutdown can close them."""
+    """Serves `app` on one listener; tracks live WebSocket peers so shutdown can close them.
+
+    Before any route runs, every connection is counted against the connection caps, every request
+    must fit the head limit, have an origin-form target and a Host this gateway answers to, and an
+    upgrade must be a valid RFC 6455 handshake from an allowed Origin (`gateway.guard`)."""
 
     def __init__(self, app: App, server: ServerConfig | None = None, limits: Limits | None = None) -> None:
         self.app = app
@@ -76,6 +82,9 @@ class Server:
         self.limits = limits or Limits()
         self.client_buffer = self.config.client_buffer
         self.socket_buffer = self.config.client_socket_buffer
+        self.policy = Policy.build(self.config.host, self.config.allowed_hosts, self.config.allowed_origins)
+        self.connections = ConnectionCount(self.limits.max_connections, self.limits.max_connections_per_address)
+        self._refusing = 0  # over-cap connections being answered 503 right now
         self.peers: set[WebSocketPeer] = set()
         self._peer_left = trio.Event()
         self.port: int | None = None
@@ -92,16 +101,53 @@ class Server:
         for peer in list(self.peers):
             peer.shutdown(code, reason)
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream, address: str | None = None) -> None:
+        """One accepted connection; `address` is the client's IP (read from the socket when not
+        given: tests over memory streams pass one to exercise the per-address cap)."""
+        address = address if address is not None else _peer_host(stream)
+        refusal = self.connections.admit(address)
+        try:
+            if refusal is not None:
+                if self._refusing < self.limits.max_connections:  # refusals are bounded too
+                    self._refusing += 1
+                    try:
+                        await self._refuse_connection(stream, refusal)
+                    finally:
+                        self._refusing -= 1
+                return
+            try:
+                # Host defends against DNS rebinding, which reaches us only over the network.
+                # Transitional: in-process streams (tests) are exempt until every test client
+                # sends a loopback Host; production streams are always sockets.
+                await self._serve(stream, check_host=address is not None or isinstance(stream, trio.SocketStream))
+            finally:
+                self.connections.release(address)
+        finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await stream.aclose()
+
+    async def _refuse_connection(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
+        """Over a connection cap: read the request head briefly (a socket closed with unread input
+        is reset, and the client would miss the answer), then 503 with Retry-After."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            await self._next_request(stream, conn, BUSY_READ_SECONDS)
+        await _send_refusal(stream, refusal)
+
+    async def _serve(self, stream: trio.abc.Stream, check_host: bool = True) -> None:
         if self.socket_buffer and isinstance(stream, trio.SocketStream):
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
         try:
             while True:
-                request = await self._next_request(stream, conn)
+                request = await self._next_request(stream, conn, self.limits.request_timeout_seconds)
                 if request is None:
                     return
-                parsed = parse_request(request)
+                parsed = self._admit(request, check_host)
+                if isinstance(parsed, Refusal):
+                    await _send_refusal(stream, parsed)
+                    return
                 if is_websocket_upgrade(parsed):
                     await self._upgrade(stream, conn, request, parsed)
                     return
@@ -111,32 +157,57 @@ class Server:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         except h11.RemoteProtocolError as exc:
-            await _send_error(stream, conn, exc.error_status_hint, str(exc))
+            status = 431 if isinstance(exc, _HeadTooLarge) else exc.error_status_hint
+            await _send_refusal(stream, Refusal(status, _WORDING.get(status, "malformed HTTP request")))
         except Exception:
             log.exception("connection from a client failed; closing only that connection")
-        finally:
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
-                await stream.aclose()
 
-    async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
-        """The next request head, or None when the client is done or too slow."""
-        with trio.move_on_after(REQUEST_TIMEOUT_SECONDS):
+    def _admit(self, request: h11.Request, check_host: bool = True) -> HttpRequest | Refusal:
+        """The request as routes see it, or why no route may see it."""
+        target = parse_target(request.target.decode("latin-1"))
+        if isinstance(target, Refusal):
+            return target
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        refusal = self.policy.check_host(headers.get("host")) if check_host else None
+        if refusal is not None:
+            return refusal
+        parsed = HttpRequest(request.method.decode("ascii", "replace"), target.path, target.query, headers)
+        if not is_websocket_upgrade(parsed):
+            return parsed
+        origins = [v.decode("latin-1") for k, v in request.headers if k == b"origin"]
+        refusal = check_handshake(parsed.method, headers) or (
+            self.policy.check_origin(origins[0] if origins else None) if len(origins) <= 1 else WRONG_ORIGIN)
+        return refusal or parsed
+
+    async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection, timeout: float) -> h11.Request | None:
+        """The next request head, or None when the client is done or too slow.
+
+        h11's own bound covers only a head still incomplete when more bytes are needed; a whole
+        oversized head arriving in one read would pass it, so the head's bytes are counted here."""
+        limit = self.limits.max_request_head_bytes
+        buffered = len(conn.trailing_data[0])  # pipelined bytes already read belong to this head
+        with trio.move_on_after(timeout):
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(_RECEIVE_CHUNK)))
+                    if buffered > limit:
+                        raise _HeadTooLarge("request head too large", 431)
+                    data = bytes(await stream.receive_some(_RECEIVE_CHUNK))
+                    buffered += len(data)
+                    conn.receive_data(data)
                 elif isinstance(event, h11.Request):
+                    if buffered - len(conn.trailing_data[0]) > limit:
+                        raise _HeadTooLarge("request head too large", 431)
                     return event
                 elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return None
         return None
 
     async def _upgrade(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, parsed: HttpRequest) -> None:
-        peer = WebSocketPeer(stream, request, Outbox(limit=self.client_buffer))
-        problem = peer.check_upgrade()
-        if problem is not None:
-            await _send_error(stream, conn, 400, problem)
+        outbox = Outbox(limit=self.client_buffer, control_bytes=self.limits.max_pending_control_bytes)
+        peer = WebSocketPeer(stream, request, outbox, limits=self.limits)
+        if peer.check_upgrade() is not None:
+            await _send_refusal(stream, Refusal(400, "not a valid WebSocket upgrade"))
             return
         session = self.app.websocket_session(peer, parsed)
         if isinstance(session, HttpResponse):
@@ -166,7 +237,7 @@ class Server:
 
     async def _respond(self, stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse, head_only: bool = False) -> bool:
         """Send `response` (without its body for HEAD); True when the connection can carry another request."""
-        with trio.move_on_after(REQUEST_TIMEOUT_SECONDS) as body_deadline:
+        with trio.move_on_after(self.limits.request_timeout_seconds) as body_deadline:
             while conn.their_state is h11.SEND_BODY:  # we read no request bodies: skip to the end
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
@@ -187,11 +258,23 @@ class Server:
         return True
 
 
-async def _send_error(stream: trio.abc.Stream, conn: h11.Connection, status: int, reason: str) -> None:
-    body = reason.encode()
-    headers = [("content-type", "text/plain"), ("content-length", str(len(body))), ("connection", "close")]
+#: The project's wording for h11's refusals (h11's own text names parser internals).
+_WORDING = {400: "malformed HTTP request", 431: "request head too large"}
+
+
+async def _send_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:
+    """A refusal written directly (h11 cannot answer a head it never finished parsing), then the
+    connection closes."""
+    body = msgspec.json.encode({"message": refusal.message})
+    lines = [f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}", "content-type: application/json",
+             f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in refusal.headers)]
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all("\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + body)
+
+
+def _peer_host(stream: trio.abc.Stream) -> str | None:
+    """The client's IP address, for the per-address cap (None when the stream has no socket)."""
     try:
-        await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-        await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-    except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
+        return str(stream.socket.getpeername()[0]) if isinstance(stream, trio.SocketStream) else None
+    except OSError:
+        return None

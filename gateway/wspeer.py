@@ -1,9 +1,14 @@
-"""One accepted WebSocket client on the gateway's port: the handshake, a reader and a writer.
+"""One accepted WebSocket client on the gateway's port: the handshake, a reader, a writer, a watchdog.
 
 The reader feeds wsproto (client frames are masked and may be fragmented) and hands each complete
-message to the dialect session. The writer is the only task that writes to the socket: it waits on
-the client's `Outbox` and sends everything queued in one `send_all`, so a client costs one syscall
-per batch, not per event. Dialects never touch the socket.
+message to the dialect session; a message is bounded in bytes and in fragments. The writer is the
+only task that writes to the socket: it waits on the client's `Outbox` and sends everything queued
+in one `send_all`, so a client costs one syscall per batch, not per event. The watchdog pings,
+cuts silent clients and clients whose socket stopped accepting. Dialects never touch the socket.
+
+Every way a connection ends on our side sends a close frame first (when the socket takes it
+within CLOSE_GRACE_SECONDS): 1002 protocol violation, 1007 invalid UTF-8, 1009 message too big,
+1008 too many fragments or not reading, 1001 silent or shutting down. Reasons are our own words.
 """
 
 from __future__ import annotations
@@ -18,22 +23,29 @@ from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage
 from wsproto.utilities import RemoteProtocolError
 
+from gateway.config import Limits
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.wsframe import close_frame
 
 log = logging.getLogger(__name__)
 
-#: A client message larger than this is not a subscription request: close with 1009.
-MAX_CLIENT_MESSAGE = 64 * 1024
 #: How long a closing client gets to take its last frames before the socket is cut.
 CLOSE_GRACE_SECONDS = 2.0
 _RECEIVE_CHUNK = 65536
-#: A client whose socket accepts nothing for this long is gone (asleep, half-open, stuck): it is
-#: cut off, which releases its subscriptions. Short stalls are the outbox policy's business.
-WRITE_STALL_SECONDS = 30.0
 #: Clients are pinged when quiet; any frame from them (a pong, a message) proves they are there.
+#: One silent for SILENT_CLIENT_SECONDS is cut off at that moment, which frees its subscriptions.
 PING_INTERVAL_SECONDS = 30.0
 SILENT_CLIENT_SECONDS = 75.0
+#: How often the watchdog looks for a write that has just started blocking; once it sees one it
+#: sleeps until that write's exact stall deadline, so a cut-off is exact while this is below
+#: `write_stall_seconds`, and an idle client costs one wake-up per interval.
+STALL_CHECK_SECONDS = 1.0
+#: Close codes (RFC 6455 §7.4.1) and the project's own reasons for them: a client is never sent
+#: wsproto's or the socket's wording.
+NOT_READING = (1008, "not reading")
+TOO_MANY_FRAGMENTS = (1008, "too many fragments in one message")
+TOO_BIG = (1009, "message too big")
+_PROTOCOL_REASONS = {1002: "protocol error", 1007: "invalid UTF-8 in a text message", 1009: TOO_BIG[1]}
 
 
 class Session(Protocol):
@@ -52,20 +64,31 @@ class Session(Protocol):
 
 
 class WebSocketPeer:
-    def __init__(self, stream: trio.abc.Stream, request: h11.Request, outbox: Outbox) -> None:
+    """One client's WebSocket: a reader, a writer and a watchdog (pings, silence, stalled writes).
+
+    "Not reading" is judged by bytes and time, never by how many replies a request earned: the
+    outbox calls back once control bytes pile up past their bound, and the watchdog cuts a client
+    whose socket accepted nothing for `write_stall_seconds` while a write was pending. Either way
+    the client gets a close frame (1008 "not reading") if its socket takes it within the grace."""
+
+    def __init__(self, stream: trio.abc.Stream, request: h11.Request, outbox: Outbox, *,
+                 limits: Limits | None = None, remote: tuple[str, int] | None = None) -> None:
         self.stream = stream
         self.request = request
         self.outbox = outbox
+        self.limits = limits or Limits()
         self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-        self.remote = _remote_address(stream)  # (host, port) of the client, kept for logs and tests
-        outbox.on_overflow = self._overflowed
-        self._parts: list[str | bytes] = []
+        self.remote = remote or _remote_address(stream)  # (host, port) of the client, for logs and tests
+        outbox.on_overflow = self._control_overflow
+        self._parts: list[str | bytes] = []  # bounded: max_message_bytes, max_message_fragments
         self._size = 0
+        self._fragments = 0
         self.close_code: int | None = None
         self.session: Session | None = None
         self._scope = trio.CancelScope()
         self._reader_done = False
         self._last_heard = trio.current_time()
+        self._sending_since: float | None = None  # when the write now in progress began
         self._writer_done = False
 
     @property
@@ -95,24 +118,41 @@ class WebSocketPeer:
                 self.outbox.put_control(frame)
         self.close(code, reason)
 
-    async def _keepalive(self) -> None:
-        """Ping a quiet client; one silent past SILENT_CLIENT_SECONDS (no pong, no message) is gone —
-        asleep, or half-open behind a NAT — and is cut off so its upstream subscriptions are freed."""
+    async def _watchdog(self) -> None:
+        """Pings on a fixed grid; cuts a client silent for SILENT_CLIENT_SECONDS (no pong, no
+        message: asleep, or half-open behind a NAT) at that moment, and one whose socket has
+        accepted nothing for `write_stall_seconds`. Sleeps until the earliest of those times."""
+        stall = self.limits.write_stall_seconds
+        next_ping = trio.current_time() + PING_INTERVAL_SECONDS
         while True:
-            await trio.sleep(PING_INTERVAL_SECONDS)
-            if trio.current_time() - self._last_heard >= SILENT_CLIENT_SECONDS:
+            now = trio.current_time()
+            if now >= self._last_heard + SILENT_CLIENT_SECONDS:
                 log.info("client %s silent for %.0f s: disconnecting", self.remote, SILENT_CLIENT_SECONDS)
                 self.close(1001, "no pong")
                 self._finish_soon()
                 return
-            self.outbox.put_control(self._ws.send(Ping(b"mdgateway")))
+            sending_since = self._sending_since
+            if sending_since is not None and now >= sending_since + stall:
+                self._cut_off(f"accepted nothing for {stall:.0f} s")
+                return
+            if now >= next_ping:
+                self.outbox.put_control(self._ws.send(Ping(b"mdgateway")))
+                next_ping += PING_INTERVAL_SECONDS
+            stall_at = now + min(STALL_CHECK_SECONDS, stall) if sending_since is None else sending_since + stall
+            await trio.sleep_until(min(next_ping, self._last_heard + SILENT_CLIENT_SECONDS, stall_at))
 
-    def _overflowed(self) -> None:
-        """The client let more replies pile up than its outbox allows: it reads nothing; cut it off."""
-        log.info("client %s is not reading: disconnecting", self.remote)
+    def _control_overflow(self) -> None:
+        """Replies and pongs piled up past their byte bound: the client reads nothing."""
+        self._cut_off(f"{self.outbox.control_bytes} bytes of replies unread")
+
+    def _cut_off(self, why: str) -> None:
+        """End a client that is not reading: drop what it has not taken, send the close frame
+        alone (if its socket takes it within the grace), free its subscriptions."""
+        log.info("client %s is not reading (%s): disconnecting", self.remote, why)
         if self.close_code is None:
-            self.close_code = 1008
-        self._scope.cancel()
+            self.close_code = NOT_READING[0]
+        self.outbox.abort(close_frame(*NOT_READING))
+        self._finish_soon()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close frame after whatever is pending; the writer sends it and stops."""
@@ -127,7 +167,7 @@ class WebSocketPeer:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, session)
-                nursery.start_soon(self._keepalive)
+                nursery.start_soon(self._watchdog)
                 background = getattr(session, "background", None)
                 if background is not None:
                     nursery.start_soon(background)
@@ -170,23 +210,38 @@ class WebSocketPeer:
             elif isinstance(event, Ping):
                 self.outbox.put_control(self._ws.send(event.response()))
             elif isinstance(event, CloseConnection):
-                if self.close_code is None:
-                    self.close_code = event.code
-                    # A dropped connection (EOF, 1006) has no close handshake left to answer.
-                    answer = self._ws.send(event.response()) if self._ws.state is ConnectionState.REMOTE_CLOSING else None
-                    self.outbox.close(answer)
+                self._closed_by_client(event)
                 return False
         return True
+
+    def _closed_by_client(self, event: CloseConnection) -> None:
+        """The client's close frame, its EOF, or a protocol violation wsproto reported as a close."""
+        if self.close_code is not None:
+            return
+        if self._ws.state is ConnectionState.OPEN:
+            # wsproto's parse failure (1002, 1007): it sends nothing itself, so the client would
+            # see only a dropped socket. It gets a close frame with our wording.
+            code = int(event.code)
+            self.close(code, _PROTOCOL_REASONS.get(code, "protocol error"))
+            return
+        self.close_code = event.code
+        # A dropped connection (EOF, 1006) has no close handshake left to answer.
+        answer = self._ws.send(event.response()) if self._ws.state is ConnectionState.REMOTE_CLOSING else None
+        self.outbox.close(answer)
 
     def _collect(self, event: TextMessage | BytesMessage, session: Session) -> bool:
         data: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
         self._parts.append(data)
         self._size += len(data)
-        if self._size > MAX_CLIENT_MESSAGE:
-            self.close(1009, "message too big")
+        self._fragments += event.frame_finished  # empty fragments count too: each costs work
+        if self._size > self.limits.max_message_bytes:
+            self.close(*TOO_BIG)
+            return False
+        if self._fragments > self.limits.max_message_fragments:
+            self.close(*TOO_MANY_FRAGMENTS)
             return False
         if event.message_finished:
-            parts, self._parts, self._size = self._parts, [], 0
+            parts, self._parts, self._size, self._fragments = self._parts, [], 0, 0
             session.on_message(_joined(parts))
         return True
 
@@ -199,11 +254,10 @@ class WebSocketPeer:
                 if dropped:
                     frames.extend(session.gap_frames(dropped))
                 if frames:
-                    with trio.move_on_after(WRITE_STALL_SECONDS) as stall:
-                        await self.stream.send_all(b"".join(frames))
-                    if stall.cancelled_caught:  # a client that reads nothing for this long is gone
-                        log.info("client %s stalled for %.0f s: disconnecting", self.remote, WRITE_STALL_SECONDS)
-                        break
+                    # No cancel scope per write: the watchdog reads this to judge a stalled socket.
+                    self._sending_since = trio.current_time()
+                    await self.stream.send_all(b"".join(frames))
+                    self._sending_since = None
                 if outbox.closed and not len(outbox):
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):

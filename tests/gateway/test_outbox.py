@@ -48,16 +48,39 @@ def test_full_outbox_drops_trades_and_reports_the_window():
     assert box.take() == ([], [])
 
 
-def test_control_frames_are_bounded_too_a_client_that_reads_nothing_is_given_up():
+def test_control_frames_are_never_dropped_and_bounded_in_bytes_not_in_count():
     overflows = []
-    box = Outbox(limit=1, control_limit=3, on_overflow=lambda: overflows.append(True))
-    for i in range(3):
-        box.put_control(b"c%d" % i)
-    assert box.take()[0] == [b"c0", b"c1", b"c2"]  # taken in time: the count starts again
-    for i in range(5):
-        box.put_control(b"d%d" % i)
-    assert overflows == [True]  # once
-    assert box.closed and box.take()[0] == [b"d0", b"d1", b"d2"]
+    box = Outbox(limit=1, control_bytes=10)
+    box.on_overflow = lambda: (overflows.append(True), box.abort(b"cut"))
+    for i in range(1000):  # many small replies, taken in time: nothing is lost, nobody is cut
+        box.put_control(b"c")
+        assert box.take()[0] == [b"c"]
+    box.put_control(b"12345")
+    box.put_control(b"67890")  # exactly at the bound: still kept
+    assert box.take()[0] == [b"12345", b"67890"]
+    box.put_trade(TRADES, b"t1", 1)
+    box.put_control(b"123456")
+    box.put_control(b"12345")  # 11 bytes unread: the client is not reading
+    assert overflows == [True] and box.overflowed and box.closed
+    box.put_control(b"more")
+    assert overflows == [True]  # told once
+    assert box.take() == ([b"cut"], [])  # what it had not taken is dropped; its close frame goes alone
+
+
+def test_an_overflow_without_an_owner_still_stops_queueing():
+    box = Outbox(limit=4, control_bytes=3)
+    box.put_control(b"abcd")
+    assert box.closed and box.take()[0] == []
+
+
+def test_abort_after_close_keeps_the_one_close_frame():
+    box = Outbox(limit=4)
+    box.put_trade(TRADES, b"t1", 1)
+    box.close(b"close")
+    box.abort(b"cut")
+    assert box.take()[0] == [b"close"]
+    box.abort(b"cut")  # the close frame was handed to the writer already: nothing more
+    assert box.take()[0] == []
 
 
 def test_nothing_follows_the_close_frame():
