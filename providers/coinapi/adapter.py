@@ -371,7 +371,7 @@ class CoinApiAdapter:
         if self._lost is not None:
             lost_from, lost_keys = self._lost
             self._lost = None
-            self._router.queue_gaps(lost_keys & self._router.wanted, lost_from, now_ns)
+            self._router.queue_gaps(lost_keys, lost_from, now_ns)  # (those no longer wanted are skipped there)
             self._gaps_queued.fire()
 
     def _on_reconnect(self, link: Connection, message: wire.Reconnect) -> None:
