@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence, Set
 from typing import Final
 
@@ -441,33 +441,39 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.sent: dict[str, None] = {}  # channels we want subscribed here (ordered set)
-        self.pending: dict[str, None] = {}  # subscribes not yet answered, oldest first
-        self.confirmed: set[str] = set()  # what the server counts against our limit
-        # The answers owed, oldest first; bounded, so a server that answers nothing cannot grow it.
-        self.awaiting: deque[tuple[str, str]] = deque(maxlen=MAX_AWAITED_ANSWERS)
+        # What the server counts against our limit: only channels we asked for (a server that
+        # acknowledges what nobody sent cannot grow it), so at most the slot's subscriptions.
+        self.confirmed: set[str] = set()
+        # The answers owed, oldest first, at most MAX_AWAITED_ANSWERS (a server that answers
+        # nothing cannot grow it; the oldest goes first); `_owed` counts them, so that an answer
+        # nobody is owed costs O(1), not a walk of the queue.
+        self.awaiting: deque[tuple[str, str]] = deque()
+        self._owed: Counter[tuple[str, str]] = Counter()
 
     def sync(self, desired: Set[str]) -> list[wire.Subscribe | wire.Unsubscribe]:
         """The messages that make the connection carry `desired`: unsubscribes first (to free
-        room), then subscribes, in batches; recorded as sent."""
+        room), then subscribes, in batches; recorded as sent. Luzia answers in order, so by the
+        time it answers the subscribes, the unsubscribes no longer count against the limit."""
         drop = [c for c in self.sent if c not in desired]
         add = sorted(c for c in desired if c not in self.sent)
         messages: list[wire.Subscribe | wire.Unsubscribe] = []
         for batch in _batches(drop):
             for channel in batch:
                 del self.sent[channel]
-                self.awaiting.append(("unsubscribe", channel))
+                self.confirmed.discard(channel)
+                self._owe("unsubscribe", channel)
             messages.append(wire.Unsubscribe(channels=batch))
         for batch in _batches(add):
             for channel in batch:
-                self.sent[channel] = self.pending[channel] = None
-                self.awaiting.append(("subscribe", channel))
+                self.sent[channel] = None
+                self._owe("subscribe", channel)
             messages.append(wire.Subscribe(channels=batch))
         return messages
 
     def subscribed(self, channel: str) -> None:
         self._answered("subscribe", channel)
-        self.pending.pop(channel, None)
-        self.confirmed.add(channel)
+        if channel in self.sent:
+            self.confirmed.add(channel)
 
     def unsubscribed(self, channel: str) -> None:
         self._answered("unsubscribe", channel)
@@ -480,24 +486,38 @@ class Subscriptions:
             return None
         operation, channel = self.awaiting[0]
         if operation == "unsubscribe":
-            self.awaiting.popleft()
+            self._pay(self.awaiting.popleft())
             self.confirmed.discard(channel)
             return None
         return channel
 
     def refused(self, channel: str) -> None:
-        """The server said no to this channel: it is neither pending nor subscribed here."""
+        """The server said no to this channel: it is not subscribed here."""
         self._answered("subscribe", channel)
-        self.pending.pop(channel, None)
         self.sent.pop(channel, None)
 
+    def _owe(self, operation: str, channel: str) -> None:
+        if len(self.awaiting) >= MAX_AWAITED_ANSWERS:
+            self._pay(self.awaiting.popleft())
+        self.awaiting.append((operation, channel))
+        self._owed[operation, channel] += 1
+
+    def _pay(self, owed: tuple[str, str]) -> None:
+        left = self._owed[owed] - 1
+        if left:
+            self._owed[owed] = left
+        else:
+            del self._owed[owed]
+
     def _answered(self, operation: str, channel: str) -> None:
-        """Drop the answer owed for (operation, channel): the head, unless the server skipped one."""
+        """Drop the answer owed for (operation, channel): the head, unless the server skipped one
+        (then the walk of the queue, only for an answer really owed)."""
         owed = (operation, channel)
         if self.awaiting and self.awaiting[0] == owed:
-            self.awaiting.popleft()
-        elif owed in self.awaiting:
+            self._pay(self.awaiting.popleft())
+        elif owed in self._owed:
             self.awaiting.remove(owed)
+            self._pay(owed)
 
 
 def _batches(channels: list[str]) -> list[list[str]]:

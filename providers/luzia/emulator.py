@@ -45,6 +45,9 @@ DEFAULT_PATH: Final = "/v1/ws"
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 1.0
 CANCELLED_CLOSE_PATIENCE: Final = 0.05
+#: Client messages kept for tests to read: the embedded default runs this emulator for as long
+#: as the gateway runs, and every ping would otherwise be kept forever.
+MAX_RECORDED_MESSAGES: Final = 10_000
 #: One frame that is not JSON, for the `garbage_after_frames` fault.
 GARBAGE_FRAME: Final = '{"type":"ticker","exchange":"binance","symbol":'
 _GONE: Final = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -221,7 +224,10 @@ class LuziaEmulator:
         except (msgspec.DecodeError, RecursionError, ValueError):  # a hostile client's, unrecorded
             return
         if isinstance(message, dict):
-            self.stats.client_messages.append(message)
+            recorded = self.stats.client_messages
+            if len(recorded) >= MAX_RECORDED_MESSAGES:
+                del recorded[: MAX_RECORDED_MESSAGES // 10]  # the oldest, in one go (a list)
+            recorded.append(message)
 
     # ---- server → client --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from providers.common.errors import AuthRejected, ProviderError
 from providers.luzia import wire
 from providers.luzia.client import (
     CONNECTION_LIMIT,
+    MAX_AWAITED_ANSWERS,
     MAX_DETAIL_LENGTH,
     REFUSED_KEY,
     SHUTTING_DOWN,
@@ -243,3 +244,28 @@ def test_an_error_answering_an_unsubscribe_blames_nobody_and_never_another_reque
     subs.subscribed("ticker:kraken:BTC/USD")
     assert subs.confirmed == {"ticker:kraken:BTC/USD"} and "ticker:kraken:BTC/USD" in subs.sent
     assert not subs.awaiting
+
+
+def test_acknowledgements_of_what_nobody_sent_change_nothing():
+    """A hostile or confused server may acknowledge any channel: nothing grows from it."""
+    subs = Subscriptions()
+    subs.sync({"ticker:binance"})
+    for i in range(10_000):
+        subs.subscribed(f"ticker:x{i}")
+        subs.unsubscribed(f"ticker:y{i}")
+    assert not subs.confirmed and list(subs.awaiting) == [("subscribe", "ticker:binance")]
+    subs.subscribed("ticker:binance")
+    assert subs.confirmed == {"ticker:binance"} and not subs.awaiting
+
+
+def test_the_answers_owed_are_bounded_when_the_server_answers_nothing():
+    subs = Subscriptions()
+    for i in range(MAX_AWAITED_ANSWERS):  # each sync: one unsubscribe and one subscribe owed
+        subs.sync({f"ticker:x{i}"})
+    assert len(subs.awaiting) == MAX_AWAITED_ANSWERS
+    assert subs.awaiting[0] == ("unsubscribe", f"ticker:x{MAX_AWAITED_ANSWERS // 2 - 1}")  # the oldest went first
+    last = f"ticker:x{MAX_AWAITED_ANSWERS - 1}"
+    assert subs.sent == {last: None}
+    subs.subscribed(last)  # an answer owed deep in the queue is still found
+    assert subs.confirmed == {last} and ("subscribe", last) not in subs.awaiting
+    assert len(subs.awaiting) == MAX_AWAITED_ANSWERS - 1

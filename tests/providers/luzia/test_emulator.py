@@ -11,7 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from providers.common.emulator import FaultScript
-from providers.luzia.emulator import LuziaEmulator
+from providers.luzia.emulator import MAX_RECORDED_MESSAGES, LuziaEmulator
 from providers.luzia.grammar import TierLimits
 from tests.providers.luzia.support import KEY, open_client, receive, send
 
@@ -232,3 +232,12 @@ async def test_the_market_is_deterministic_for_a_seed(autojump_clock, nursery):
     second = await prices(LuziaEmulator(seed=7, rate=4, clock=lambda: 0))
     other = await prices(LuziaEmulator(seed=8, rate=4, clock=lambda: 0))
     assert first == second != other
+
+
+def test_what_clients_sent_is_kept_within_a_bound():
+    emulator = LuziaEmulator()
+    for i in range(MAX_RECORDED_MESSAGES + 1):
+        emulator._record(f'{{"type":"ping","n":{i}}}')
+    emulator._record("[" * 100_000)  # a hostile client's: not recorded, and nothing raised
+    recorded = emulator.stats.client_messages
+    assert len(recorded) <= MAX_RECORDED_MESSAGES and recorded[-1] == {"type": "ping", "n": MAX_RECORDED_MESSAGES}
