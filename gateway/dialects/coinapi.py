@@ -45,7 +45,7 @@ import trio
 
 from gateway.context import GatewayContext
 from gateway.dialects.coinapi_frames import HEARTBEAT_FRAME, CoinApiFrames, control_frame, producible
-from gateway.dialects.coinapi_scope import BOOK_KINDS, LIMIT_FAMILY, covering_keys, refusal
+from gateway.dialects.coinapi_scope import BOOK_KINDS, LIMIT_FAMILY, Coverage, refusal
 from gateway.dialects.coinapi_throttle import Throttle
 from gateway.flood import Verdict
 from gateway.hub import Frames, Hub, queue_market
@@ -118,7 +118,9 @@ class CoinApiSession:
         self._clock, self._wall_ns = clock, wall_ns
         self.protocol = server.ServerConnection(endpoint.rules, key, now=clock())
         self.guard = self.ctx.flood_guard(clock())
-        self.keys: frozenset[StreamKey] = frozenset()
+        self.keys: set[StreamKey] = set()  # what this session holds in the hub
+        self.coverage = Coverage(endpoint.mapper)  # the scope's covering keys, kept per request
+        self._scope = server.Scope()  # the scope `coverage` reflects
         self._closed = False
         self._choices: dict[Stream, Choice] = {}
         self._throttle: Throttle[Stream] = Throttle()
@@ -155,38 +157,43 @@ class CoinApiSession:
         self._fail(refused.error)
 
     def _apply(self, accepted: server.Accepted) -> None:
-        keys = covering_keys(accepted.scope, self.endpoint.mapper)
-        problem = self._over_cap(keys)
+        # What this request changes, not the whole scope: a client toggling one symbol beside
+        # thousands costs one symbol's work.
+        added, removed = self.coverage.update(self._scope, accepted.scope)
+        self._scope = accepted.scope
+        problem = self._over_cap(added)
         if problem is not None:  # refused before the hub sees it: nothing changes upstream
             self.ctx.counters.over_cap += 1
             self._fail(self.protocol.refuse(problem).error)
             return
-        self._rescope(keys)
+        self._rescope(added, removed)
         for datatype, family in LIMIT_FAMILY.items():
             if family in accepted.limits_changed:  # what was held under the old limit goes now
                 self._send_held(self._throttle.drop(partial(_of_datatype, datatype)))
         self._wake.set()
 
-    def _over_cap(self, keys: frozenset[StreamKey]) -> str | None:
-        """Why a scope covering `keys` may not be served, or None."""
-        limit = self.endpoint.max_subscriptions
-        if len(keys) > limit:
-            return f"Too many subscriptions: the filters cover {len(keys)} streams, at most {limit} per connection."
+    def _over_cap(self, added: set[StreamKey]) -> str | None:
+        """Why the scope now covered may not be served (`added`: its keys the hub lacks), or None."""
+        limit, covered = self.endpoint.max_subscriptions, len(self.coverage.keys)
+        if covered > limit:
+            return f"Too many subscriptions: the filters cover {covered} streams, at most {limit} per connection."
         max_streams = self.ctx.config.limits.max_streams
-        if not self.hub.room_for(keys - self.keys, max_streams):
+        if not self.hub.room_for(added, max_streams):
             return f"Too many subscriptions: this gateway serves at most {max_streams} streams."
         return None
 
-    def _rescope(self, keys: frozenset[StreamKey]) -> None:
-        """Move the hub subscriptions to the scope's covering keys (new ones first, so a stream
-        kept under another key is never released upstream)."""
+    def _rescope(self, added: set[StreamKey], removed: set[StreamKey]) -> None:
+        """Move the hub subscriptions by the scope's change (new ones first, so a stream kept
+        under another key is never released upstream). Held frames of streams no longer wanted
+        are not searched for here (that would cost the whole throttle): they are filtered when
+        they come due."""
         self._choices = {}
-        self._throttle.drop(lambda stream: not self._choice(stream))  # held frames nobody wants now
-        for key in keys - self.keys:
+        for key in added:
             self.hub.subscribe(self, key)
-        for key in self.keys - keys:
+        for key in removed:
             self.hub.unsubscribe(self, key)
-        self.keys = keys
+        self.keys |= added
+        self.keys -= removed
 
     def _fail(self, error: wire.Error) -> None:
         """CoinAPI errors are terminal: the error frame, then the close."""
@@ -274,7 +281,7 @@ class CoinApiSession:
         self._closed = True
         for key in self.keys:
             self.hub.unsubscribe(self, key)
-        self.keys = frozenset()
+        self.keys = set()
         self._wake.set()
 
     # ----- timers -------------------------------------------------------------------------
@@ -304,7 +311,8 @@ class CoinApiSession:
         if not held or self.outbox.closed:
             return
         for key, data in held:
-            self.outbox.put_latest(key, data)
+            if self._choice(key):  # the scope may have let go of it since it was held
+                self.outbox.put_latest(key, data)
         if self.protocol.scope.heartbeat:
             self.protocol.sent(self._clock())
 

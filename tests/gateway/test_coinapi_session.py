@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.config import parse
 from gateway.dialects.coinapi import CoinApiSession
-from gateway.dialects.coinapi_scope import covering_keys
+from gateway.dialects.coinapi_scope import Coverage, covering_keys
 from gateway.server import HttpRequest
 from providers.coinapi import wire
 from providers.coinapi.grammar import ExchangeMap, SymbolMapper, prefix_exchange
@@ -392,3 +392,49 @@ async def test_switching_the_limit_off_sends_what_was_held(autojump_clock, nurse
     session.on_message(hello(subscribe_data_type=["quote"]))  # a hello without it: no limit
     session.hub.publish(quote(bid="3"))
     assert [(at, _json(d)["bid_price"]) for at, d in session.outbox.log] == [(0, 1), (2, 2), (2, 3)]
+
+
+# ----- the covering keys, kept per request ----------------------------------------------------
+
+_ITEMS = st.fixed_dictionaries({}, optional={
+    "subscribe_filter_symbol_id": st.lists(st.sampled_from([
+        "BITSTAMP_SPOT_BTC_USD$", "BITSTAMP_SPOT_ETH_USD$", "KRAKEN_SPOT_BTC_USD$", "BITSTAMP_", "KRAKEN_SPOT_ETH",
+        "BIT", "BINANCEFTS_PERP_", "COINBASE_IDX_BTC$", "OKEX_SPOT_BTC_USDT$"]), max_size=4),
+    "subscribe_filter_exchange_id": st.lists(st.sampled_from(["BITSTAMP", "KRAKEN", "OKX", "OKEX"]), max_size=2),
+    "subscribe_filter_asset_id": st.lists(st.sampled_from(["BTC", "BTC/USD"]), max_size=1),
+})
+_REQUESTS = st.tuples(
+    st.sampled_from([wire.Hello, wire.Subscribe, wire.Unsubscribe]),
+    st.lists(st.sampled_from(["trade", "quote", "book", "book5", "book50", "ohlcv"]), min_size=1, max_size=3),
+    _ITEMS,
+).map(lambda t: t[0](subscribe_data_type=t[1], **t[2]))
+
+
+@given(st.lists(_REQUESTS, max_size=12))
+def test_the_kept_coverage_is_always_the_whole_scopes_covering_keys(requests) -> None:
+    mapper = SymbolMapper()
+    coverage, scope, held = Coverage(mapper), Scope(), set()
+    for request in requests:
+        after = scope.apply(request)
+        added, removed = coverage.update(scope, after)
+        assert not (added & removed) and not (added & held) and removed <= held  # real changes only
+        held = (held | added) - removed
+        scope = after
+        assert coverage.keys == held == set(covering_keys(scope, mapper))
+
+
+def test_toggling_one_symbol_beside_thousands_changes_one_key() -> None:
+    mapper = SymbolMapper()
+    big = wire.Hello(subscribe_data_type=["trade"],
+                     subscribe_filter_symbol_id=[f"BITSTAMP_SPOT_A{i}_USD$" for i in range(3000)])
+    coverage, scope = Coverage(mapper), Scope().apply(big)
+    coverage.update(Scope(), scope)
+    one = {"subscribe_data_type": ["trade"], "subscribe_filter_symbol_id": ["KRAKEN_SPOT_X_USD$"]}
+    after = scope.apply(wire.Subscribe(**one))
+    assert coverage.update(scope, after) == ({StreamKey("trade", "kraken", "X/USD")}, set())
+    back = after.apply(wire.Unsubscribe(**one))
+    assert coverage.update(after, back) == (set(), {StreamKey("trade", "kraken", "X/USD")})
+    exchange = back.apply(wire.Subscribe(subscribe_data_type=["trade"], subscribe_filter_exchange_id=["BITSTAMP"]))
+    added, removed = coverage.update(back, exchange)  # an exchange key shadows its 3,000 symbol keys
+    assert added == {StreamKey("trade", "bitstamp", None)} and len(removed) == 3000
+    assert coverage.keys == set(covering_keys(exchange, mapper))
