@@ -12,11 +12,18 @@ through `upstream=` into a scripted CoinAPI-shaped upstream), and a bystander cl
   nonreader    a client that never reads a busy stream, and one that pauses and then reads
   hostile      the upstream interleaves valid trades with every class of hostile frame at full
                rate; then a malformed run past the reconnect limit, and a 2 MB frame
-For each load it prints the bystander's largest delivery gap and ping→pong round trip (per
-phase), the gateway's RSS before / peak / after (clients gone), whether it survived (`/healthz`
-answers, the bystander still receives, no traceback in its log), and an accounting line per
-client: trades published for its streams (the tap) = delivered + reported dropped (`gap`
-`missed`), printed loudly when it does not balance. Loopback only.
+For each load it prints, per phase: the bystander's largest gap between deliveries (and when it
+ended, seconds into the phase) and its largest / median ping→pong round trip; the gateway's CPU
+(share of its core) and the host's load average; the upstream's longest single socket write
+("up block": the gateway was not reading its upstream) and longest pause between writes ("up
+gap"; far above "up block": the upstream itself was short of CPU, so the gap is not the
+gateway's). Per load: the gateway's RSS before / peak / after (clients gone), whether it
+survived (`/healthz` answers, the bystander still receives, no traceback in its log), and an
+accounting line per client: trades published for its streams (the tap) = delivered + reported
+dropped (`gap` `missed`), printed loudly (`!!`) when it does not balance.
+The gateway gets a CPU of its own when there are two (the generators share the rest), but other
+work on the machine still lands on it: compare rows of one run, and the host load with them.
+Loopback only. `--quick` is a smoke run (~30-40 s on a busy 2-core machine, ~2 min default).
 
     python bench/stress.py [--quick] [--only storm,stale]
 """

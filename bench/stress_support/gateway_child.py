@@ -3,7 +3,8 @@
 Runs `gateway.app.run_gateway` on port 0 with the given config, its providers reached through
 `upstream=` at the scripted upstream's URL, and a hub `Tap` counting what was published: trades
 per stream, statuses by state, gaps. Answers `stats` on stdin with those counts, the hub's and the
-server's sizes (to spot structures that outlive their clients) and `/healthz`-like provider health.
+server's sizes (to spot structures that outlive their clients) and `/healthz`-like provider health;
+`tasks` lists every Trio task with where it waits (to diagnose a stall while it happens).
 Logs (INFO) go to stderr, which the orchestrator keeps in a file and scans for tracebacks.
 Must never: listen beyond 127.0.0.1.
 """
@@ -43,6 +44,29 @@ class CountingTap:
             self.gaps += 1
 
 
+def _stack(task: trio.lowlevel.Task) -> list[str]:
+    """Where a task is waiting: its coroutine chain, innermost last (for a stalled-task diagnosis)."""
+    frames, coro = [], task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def _tasks() -> dict[str, Any]:
+    """Every task's name and await chain (the `tasks` command)."""
+    out: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        out.append(f"{task.name}: {' > '.join(_stack(task))}")
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return {"tasks": out}
+
+
 def _routes(url: str) -> Any:
     async def upstream(config: Config, nursery: trio.Nursery) -> tuple[dict[str, Any], UpstreamRoutes]:
         return {}, {name: (url, None) for name in config.providers}
@@ -80,7 +104,10 @@ async def main(config_path: str, upstream_url: str) -> None:
                 gc.collect()
             return _stats(gateway, tap)
 
-        await serve_commands({"stats": stats})
+        async def tasks(args: list[str]) -> dict[str, Any]:
+            return _tasks()
+
+        await serve_commands({"stats": stats, "tasks": tasks})
         nursery.cancel_scope.cancel()
 
 

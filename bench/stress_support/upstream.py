@@ -146,7 +146,9 @@ class Connection:
 
     async def _send(self, data: bytes) -> None:
         async with self.lock:
+            began = trio.current_time()
             await self.stream.send_all(data)
+            self.up.max_send_block = max(self.up.max_send_block, trio.current_time() - began)
 
     async def receiver(self) -> None:
         while True:
@@ -247,9 +249,7 @@ class Connection:
             if frames:
                 if self.up.feeds and not self.up.paused:
                     self.up.max_pass_gap = max(self.up.max_pass_gap, now - last_sent)
-                began = trio.current_time()
                 await self._send(b"".join(frames))
-                self.up.max_send_block = max(self.up.max_send_block, trio.current_time() - began)
                 last_sent = now
                 await trio.lowlevel.checkpoint()
                 continue
