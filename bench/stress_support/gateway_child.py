@@ -46,7 +46,8 @@ class CountingTap:
 
 def _stack(task: trio.lowlevel.Task) -> list[str]:
     """Where a task is waiting: its coroutine chain, innermost last (for a stalled-task diagnosis)."""
-    frames, coro = [], task.coro
+    frames: list[str] = []
+    coro: Any = task.coro
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
@@ -59,7 +60,8 @@ def _stack(task: trio.lowlevel.Task) -> list[str]:
 def _tasks() -> dict[str, Any]:
     """Every task's name and await chain (the `tasks` command)."""
     out: list[str] = []
-    todo = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    todo = [root] if root is not None else []
     while todo:
         task = todo.pop()
         out.append(f"{task.name}: {' > '.join(_stack(task))}")
