@@ -5,7 +5,11 @@ stream's interval is over goes out at once and opens a new interval; frames arri
 are held, each replacing the one before, and the latest goes out when the interval ends (opening
 the next one) — conflated, never dropped. Times are passed in (Trio seconds); the session asks
 `admit` on the hot path, `hold`s what it may not send yet, and its timer task `release`s.
-Must never: read a clock, or hold more than one frame per stream.
+Bounded: at most `max_windows` streams are tracked (`MAX_WINDOWS`). A new stream finding the
+table full first forgets the windows that are over and hold nothing (they would admit their next
+frame anyway, so forgetting them changes nothing); if every window is live, the new stream's
+frame goes out unthrottled rather than growing the table.
+Must never: read a clock, hold more than one frame per stream, or track more than `max_windows`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)  # a stream
 
+#: Streams one connection's throttle tracks (far more than any real scope delivers with a limit).
+MAX_WINDOWS = 65_536
+
 @dataclass
 class _Window:
     ends: float
@@ -27,7 +34,8 @@ class _Window:
 
 
 class Throttle(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(self, max_windows: int = MAX_WINDOWS) -> None:
+        self.max_windows = max_windows
         self._windows: dict[K, _Window] = {}
         self._timers: list[tuple[float, int, K]] = []  # (when, tie-break, stream)
         self._order = count()
@@ -36,12 +44,24 @@ class Throttle(Generic[K]):
         """True: send this frame now (a new interval starts). False: `hold` it."""
         window = self._windows.get(key)
         if window is None:
+            if len(self._windows) >= self.max_windows and not self._forget_idle(now):
+                return True  # full of live windows: send unthrottled rather than grow
             self._windows[key] = _Window(now + interval, interval)
             return True
         if now >= window.ends:
             window.ends, window.interval, window.pending = now + interval, interval, None
             return True
         return False
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _forget_idle(self, now: float) -> bool:
+        """Forget windows that are over and hold nothing; whether room was made."""
+        idle = [k for k, w in self._windows.items() if now >= w.ends and w.pending is None and not w.timed]
+        for k in idle:
+            del self._windows[k]
+        return len(self._windows) < self.max_windows
 
     def hold(self, key: K, data: bytes) -> bool:
         """Keep `data` (replacing a held frame) for the end of the interval; True when that end

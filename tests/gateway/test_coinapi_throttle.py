@@ -51,3 +51,13 @@ def test_the_update_limit_rule(schedule, interval) -> None:
         for j, (at, k) in enumerate(schedule):  # nothing waits more than one interval
             if k == key:
                 assert any(i >= j and at <= t <= at + interval + 1e-9 for t, i in mine)
+
+
+def test_the_windows_are_bounded_idle_ones_forgotten_first() -> None:
+    throttle: Throttle[str] = Throttle(max_windows=2)
+    assert throttle.admit("a", 1.0, 0.0) and throttle.admit("b", 1.0, 0.5)
+    assert throttle.admit("c", 1.0, 0.6) and len(throttle) == 2  # full of live windows: sent, not tracked
+    assert throttle.admit("c", 1.0, 0.7)  # still untracked: nothing to hold it against
+    assert throttle.admit("c", 1.0, 1.0) and len(throttle) == 2  # a's window is over and idle: forgotten
+    assert not throttle.admit("c", 1.0, 1.2)  # now c is tracked and throttled like any stream
+    assert not throttle.admit("b", 1.0, 1.2)
