@@ -257,7 +257,12 @@ requests = st.fixed_dictionaries(
         "subscribe_update_limit_ms_quote": st.sampled_from([0, 100, 1000]),
     },
 )
-garbage = st.sampled_from(['{"type":"hello"', "[]", '{"type":"greet"}', '{"type":"hello","heartbeat":"yes"}', ""])
+garbage = st.sampled_from(['{"type":"hello"', "[]", '{"type":"greet"}', '{"type":"hello","heartbeat":"yes"}', "",
+                           # past msgspec's recursion limit, invalid UTF-8, numbers no int holds
+                           "[" * 100_000, '{"type":"hello","x":' * 20_000, b"\xff\xfe",
+                           '{"type":"hello","subscribe_data_type":["trade"],"subscribe_update_limit_ms_quote":1E+100}',
+                           '{"type":"hello","subscribe_data_type":["trade"],"subscribe_update_limit_ms_quote":'
+                           + "9" * 5000 + "}"])
 SYMBOLS = ["KRAKEN_SPOT_BTC_USD", "BINANCE_SPOT_BTC_USDT", "COINBASE_SPOT_ETH_USD", "BITSTAMP_SPOT_BTC_USD"]
 LISTS = ("subscribe_filter_symbol_id", "subscribe_filter_exchange_id", "subscribe_filter_asset_id")
 

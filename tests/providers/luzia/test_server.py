@@ -212,11 +212,17 @@ def test_a_connection_that_went_away_releases_its_channels_and_answers_nothing()
 
 POOL = ["ticker:binance:BTC/USDT", "ticker:binance:btc-usdt", "ticker:Binance:ETH-USDT", "ticker:coinbase",
         "ticker:kraken:BTC/USD", "ticker:kraken", "ticker:binance:DOGE/USDT", "ticker:nowhere", "trade:binance",
-        "ticker:", "", "ticker:okx:BTC/USDT"]
+        "ticker:", "", "ticker:okx:BTC/USDT",
+        # no Unicode case mapping may make these ASCII channels: the Kelvin sign, ß, dotless ı
+        "ticker:\u212araken", "ticker:binance:BTC-USDß", "ticker:bınance:BTC/USDT", "x" * 5000]
+#: Frames no decoder may choke on: nesting past msgspec's recursion limit, invalid UTF-8, huge numbers.
+HOSTILE = ["[" * 100_000, '{"type":"subscribe","channels":' + "[" * 50_000, b"\xff\xfe", '{"type":"ping","n":1E+100}',
+           '{"type":"subscribe","channels":[' + "9" * 5000 + "]}", '{"type":"p\u0131ng"}']
 REQUESTS = st.one_of(
     st.builds(lambda kind, chans: json.dumps({"type": kind, "channels": chans}),
               st.sampled_from(["subscribe", "unsubscribe"]), st.lists(st.sampled_from(POOL), min_size=1, max_size=6)),
     st.sampled_from(['{"type":"ping"}', "nope", '{"type":"hello"}', '{"type":"subscribe","channels":[]}', "[]"]),
+    st.sampled_from(HOSTILE),
 )
 
 
