@@ -72,6 +72,9 @@ NO_FIRST_MESSAGE: Final = "No hello or subscribe message in time; connection clo
 #: Filter items one message may carry, all lists together: each is matched against every symbol
 #: id a client is sent (memoized per id), so this bounds that work and the scope's memory.
 MAX_FILTER_ITEMS: Final = 4096
+#: Filter items a connection's whole scope may hold (`subscribe` adds to it message by message;
+#: items that cover no stream, such as PERP ids on the gateway, must not accumulate forever).
+MAX_SCOPE_ITEMS: Final = 16_384
 #: Longest filter item (CoinAPI's longest ids, options with a suffix, are under 64 characters).
 MAX_ID_LENGTH: Final = 128
 #: The request fields holding filter lists, checked item by item.
@@ -119,6 +122,10 @@ def invalid_filter(field_name: str, item: str) -> str:
 
 def too_many_items(limit: int) -> str:
     return f"Too many filter items in one message: at most {limit}."
+
+
+def scope_too_big(limit: int) -> str:
+    return f"Too many filter items in the subscription: at most {limit}."
 
 
 # ---------------------------------------------------------------------------- the upgrade request
@@ -267,6 +274,13 @@ class Scope:
     heartbeat: bool = False
 
     @property
+    def size(self) -> int:
+        """Filter items held, all data types together: O(data types), not O(items)."""
+        return len(self.periods) + sum(
+            len(f.symbol_ids) + len(f.exchange_ids) + len(f.asset_ids) for f in self.filters.values()
+        )
+
+    @property
     def data_types(self) -> frozenset[str]:
         return frozenset(self.filters)
 
@@ -311,6 +325,10 @@ def validate(message: wire.ClientMessage) -> str | None:
         if data_type not in DATA_TYPES:
             return unknown_data_type(data_type[:MAX_ID_LENGTH])
     return _filter_problem(message)
+
+
+def _items(message: wire.ClientMessage) -> int:
+    return sum(len(getattr(message, name) or ()) for name in FILTER_FIELDS)
 
 
 def _filter_problem(message: wire.ClientMessage) -> str | None:
@@ -452,6 +470,8 @@ class ServerConnection:
             problem = self.rules.available(data_type)
             if problem is not None:
                 return problem
+        if isinstance(request, wire.Subscribe) and self.scope.size + _items(request) * len(request.subscribe_data_type or ()) > MAX_SCOPE_ITEMS:
+            return scope_too_big(MAX_SCOPE_ITEMS)
         limiter = self.rules.limiter
         if limiter is not None and not limiter.allow(now):
             return rate_limited(limiter.limit, limiter.window)

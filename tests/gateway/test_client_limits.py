@@ -296,3 +296,19 @@ async def test_a_coinapi_connection_silent_past_the_auth_deadline_gets_the_error
     assert silent.peer.closed_with == (1008, coinapi_server.NO_FIRST_MESSAGE) and silent.peer.outbox.closed
     assert talker.peer.closed_with is None and talker.hub.demand_count() == 1
     assert endpoint.ctx.counters.auth_timeouts == 1
+
+
+def test_a_coinapi_scope_cannot_grow_without_bound_through_ids_that_cover_no_stream():
+    endpoint, adapter = _coinapi()
+    session = make_session(endpoint)
+    per_message = coinapi_server.MAX_FILTER_ITEMS
+    for batch in range(coinapi_server.MAX_SCOPE_ITEMS // per_message):
+        ids = [f"BINANCEFTS_PERP_A{batch}X{i}_USDT$" for i in range(per_message)]  # PERP: no gateway stream
+        session.on_message(json.dumps({"type": "subscribe", "subscribe_data_type": ["trade"],
+                                       "subscribe_filter_symbol_id": ids}))
+    assert messages(session) == [] and session.protocol.scope.size == coinapi_server.MAX_SCOPE_ITEMS
+    session.on_message(json.dumps({"type": "subscribe", "subscribe_data_type": ["trade"],
+                                   "subscribe_filter_symbol_id": ["BINANCEFTS_PERP_ONE_MORE$"]}))
+    assert messages(session) == [{"type": "error", "message": coinapi_server.scope_too_big(coinapi_server.MAX_SCOPE_ITEMS)},
+                                 ("close", 1008)]
+    assert adapter.update_calls == 0
