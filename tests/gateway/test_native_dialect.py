@@ -109,3 +109,31 @@ def test_ping_gets_pong_and_gaps_name_the_window():
     assert (gap["type"], gap["cause"], gap["from_ts"], gap["to_ts"], gap["missed"], gap["provider"]) == (
         "gap", "client_overflow", 5, 9, 3, "ca")
     assert gap["ts_gateway"] == 2_000
+
+
+def test_a_request_naming_too_many_channels_is_refused_whole():
+    from gateway.dialects.native import MAX_CHANNELS_PER_REQUEST
+
+    session, adapter = _session()
+    channels = ["trade:a"] * (MAX_CHANNELS_PER_REQUEST + 1)
+    session.on_message(msgspec.json.encode({"type": "subscribe", "channels": channels}))
+    (reply,) = _replies(session)
+    assert reply == {"type": "error", "code": "INVALID_REQUEST",
+                     "message": f"too many channels in one request (max {MAX_CHANNELS_PER_REQUEST})"}
+    assert adapter.wanted == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("message", "msgpack"),
+    [("[" * 100_000, False), (b"\x91" * 100_000, True), (b'{"type":"ping","x":"\xc3\x28"}', False)],
+)
+def test_nesting_past_the_decoders_limit_and_invalid_utf8_are_invalid_json(message, msgpack):
+    with pytest.raises(RequestError) as info:
+        parse_request(message, msgpack=msgpack)
+    assert info.value.code == "INVALID_JSON" and info.value.fault is None
+
+
+def test_an_unknown_type_is_echoed_only_in_part():
+    with pytest.raises(RequestError) as info:
+        parse_request(msgspec.json.encode({"type": "x" * 10_000}))
+    assert info.value.code == "UNKNOWN_TYPE" and len(str(info.value)) < 100
