@@ -85,7 +85,7 @@ class Pong(_Message, tag="pong", kw_only=True, frozen=True):
 
 
 class Error(_Message, tag="error", kw_only=True, frozen=True):
-    code: str
+    code: Annotated[str, msgspec.Meta(max_length=MAX_TYPE_LENGTH)]
     message: str | None = None
 
 
