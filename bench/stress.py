@@ -13,8 +13,11 @@ through `upstream=` into a scripted CoinAPI-shaped upstream), and a bystander cl
   hostile      the upstream interleaves valid trades with every class of hostile frame at full
                rate; then a malformed run past the reconnect limit, and a 2 MB frame
 For each load it prints, per phase: the bystander's largest gap between deliveries (and when it
-ended, seconds into the phase) and its largest / median ping→pong round trip; the gateway's CPU
-(share of its core) and the host's load average; the upstream's longest single socket write
+ended, seconds into the phase), its largest / median ping→pong round trip, and the largest delay
+of one of its trades before the gateway read it ("to gw": from the upstream's send, i.e. the
+upstream reader's backlog) and inside the gateway ("in gw": read → our receipt); the gateway's CPU
+(share of its core), how much of that core nobody used ("idle": near 0, the gateway was short of
+CPU; well above 0 with a stall, it was waiting on itself) and the host's load average; the upstream's longest single socket write
 ("up block": the gateway was not reading its upstream) and longest pause between writes ("up
 gap"; far above "up block": the upstream itself was short of CPU, so the gap is not the
 gateway's). Per load: the gateway's RSS before / peak / after (clients gone), whether it
@@ -98,8 +101,8 @@ def _ms(value: float | None) -> str:
 
 def print_report(reports: list[Report]) -> None:
     print()
-    print(f"{'load / phase':<64} {'max gap ms':>10} {'(at s)':>6} {'max RTT ms':>10} {'p50 RTT':>8} {'gw CPU':>6} {'load':>5}"
-          f" {'up block':>8} {'up gap':>7} | {'RSS MiB before→peak→after':>26} | survived")
+    print(f"{'load / phase':<64} {'max gap ms':>10} {'(at s)':>6} {'max RTT ms':>10} {'p50 RTT':>8} {'to gw':>7} {'in gw':>7} {'gw CPU':>6} {'idle':>5}"
+          f" {'load':>5} {'up block':>8} {'up gap':>7} | {'RSS MiB before→peak→after':>26} | survived")
     for r in reports:
         if r.failed:
             print(f"{r.name:<64} LOAD FAILED: {r.failed}")
@@ -110,7 +113,7 @@ def print_report(reports: list[Report]) -> None:
             tail = f"{rss:>26} | {r.survived}" if i == 0 else f"{'':>26} |"
             up = w.upstream
             print(f"{w.label[:64]:<64} {_ms(b['max_gap_ms']):>10} {b['max_gap_at']:>6.1f} {_ms(b['max_rtt_ms']):>10}"
-                  f" {_ms(b['p50_rtt_ms']):>8} {w.gateway_cpu:>6.0%} {w.host_load:>5.1f} {_ms(up.get('max_send_block_ms')):>8}"
+                  f" {_ms(b['p50_rtt_ms']):>8} {_ms(b['to_gateway_ms']):>7} {_ms(b['in_gateway_ms']):>7} {w.gateway_cpu:>6.0%} {w.core_idle:>5.0%} {w.host_load:>5.1f} {_ms(up.get('max_send_block_ms')):>8}"
                   f" {_ms(up.get('max_pass_gap_ms')):>7} | {tail}{lost}")
     print()
     for r in reports:

@@ -15,11 +15,19 @@ import statistics
 import time
 from typing import Any
 
+import msgspec
 import trio
 
 from stress_support.control import announce, first_line, serve_commands
 from stress_support.wsclient import TEXT, Tally, WsClient, drain
 
+
+class _Stamps(msgspec.Struct):
+    ts_exchange: int | None = None  # the upstream's send time (it stamps `time_exchange` when it sends)
+    ts_gateway: int | None = None  # when the gateway read the frame
+
+
+_stamps = msgspec.json.Decoder(_Stamps)
 PING_EVERY = 0.05  # 20 pings/s: well inside the gateway's default 50 messages/s per connection
 PONG_TIMEOUT = 10.0
 
@@ -35,24 +43,34 @@ class Bystander:
         self.rtts: list[float] = []
         self.window_trades = 0
         self.lost_pongs = 0
+        self.to_gateway = 0.0  # largest delay from the upstream's send to the gateway's read (s)
+        self.in_gateway = 0.0  # largest delay from the gateway's read to our receipt (s)
         self.ping_lock = trio.Lock()  # one ping in flight: the drain's pongs must be its own
 
     def mark(self) -> None:
         self.max_gap, self.rtts, self.window_trades, self.lost_pongs = 0.0, [], 0, 0
         self.last_trade, self.marked, self.max_gap_at = None, time.monotonic(), 0.0
+        self.to_gateway = self.in_gateway = 0.0
 
     async def read(self) -> None:
         async for batch in self.client.frames():
-            now = time.monotonic()
+            now, now_ns = time.monotonic(), time.time_ns()
             before = self.tally.trades
             for opcode, payload in batch:
                 self.tally.take(opcode, payload)
+                if payload.startswith(b'{"type":"trade"'):
+                    self._delays(_stamps.decode(payload), now_ns)
             if self.tally.trades > before and any(op == TEXT for op, _ in batch):
                 if self.last_trade is not None and now - self.last_trade > self.max_gap:
                     self.max_gap, self.max_gap_at = now - self.last_trade, now - self.marked
                 self.last_trade = now
                 self.window_trades += self.tally.trades - before
         self.tally.eof = True
+
+    def _delays(self, stamps: _Stamps, now_ns: int) -> None:
+        if stamps.ts_exchange is not None and stamps.ts_gateway is not None:
+            self.to_gateway = max(self.to_gateway, (stamps.ts_gateway - stamps.ts_exchange) / 1e9)
+            self.in_gateway = max(self.in_gateway, (now_ns - stamps.ts_gateway) / 1e9)
 
     async def ping(self) -> None:
         while not self.tally.eof:
@@ -72,6 +90,7 @@ class Bystander:
             "max_gap_ms": self.max_gap * 1e3, "max_gap_at": self.max_gap_at,
             "max_rtt_ms": rtts[-1] * 1e3 if rtts else None,
             "p50_rtt_ms": statistics.median(rtts) * 1e3 if rtts else None,
+            "to_gateway_ms": self.to_gateway * 1e3, "in_gateway_ms": self.in_gateway * 1e3,
             "pings": len(rtts), "lost_pongs": self.lost_pongs, "trades": self.window_trades,
             "connected": not self.tally.eof, "close": self.tally.close,
         }

@@ -108,6 +108,17 @@ def split_cpus() -> tuple[set[int], set[int]]:
     return {cpus[-1]}, set(cpus[:-1])
 
 
+def core_times(cpu: int) -> tuple[int, int]:
+    """(idle, total) jiffies of one CPU so far, from /proc/stat: idle left on the gateway's core
+    says whether a stall was for want of CPU."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                return values[3] + values[4], sum(values[:8])
+    return 0, 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, from /proc (Linux); 0 if it is gone."""
     try:

@@ -19,7 +19,7 @@ import trio
 
 from gateway.config import Limits
 from stress_support import hostile
-from stress_support.control import cpu_seconds
+from stress_support.control import core_times, cpu_seconds, split_cpus
 from stress_support.rig import BYSTANDER_CHANNEL, Rig, account, healthz, stream_of, symbol_id
 from stress_support.wsclient import ACTIVITY, HandshakeRefused, Tally, WsClient, drain, read_into
 
@@ -61,6 +61,7 @@ class Window:
     host_load: float  # the 1-minute load average at its end: other work on this machine inflates stalls
     cpu_seconds: float = 0.0  # the gateway's CPU time in this window
     upstream: dict[str, float] = field(default_factory=dict)  # its longest write and pause (`upstream.mark`)
+    core_idle: float = 0.0  # share of the gateway's core nobody used: ~0 means it was short of CPU
 
 
 @dataclass
@@ -83,12 +84,15 @@ class Measure:
         self.label = "load"
         self.quieted = False
         self._cpu = (0.0, 0.0)
+        self.core = min(split_cpus()[0])
+        self._core = (0, 0)
 
     async def start(self, label: str) -> None:
         self.label = label
         await self.rig.bystander.ask("mark")
         await self.rig.upstream.ask("mark")
         self._cpu = (trio.current_time(), cpu_seconds(self.rig.gateway.pid))
+        self._core = core_times(self.core)
 
     async def window(self, next_label: str | None = None) -> None:
         """End the bystander's current window (one table row), and start the next if named."""
@@ -97,7 +101,9 @@ class Measure:
         cpu = (cpu_seconds(self.rig.gateway.pid) - self._cpu[1]) / elapsed if elapsed > 0 else 0.0
         used = cpu * elapsed
         upstream = await self.rig.upstream.ask("mark")
-        self.report.windows.append(Window(self.label, bystander, cpu, os.getloadavg()[0], used, upstream))
+        idle, total = (now - then for now, then in zip(core_times(self.core), self._core, strict=True))
+        self.report.windows.append(Window(self.label, bystander, cpu, os.getloadavg()[0], used, upstream,
+                                          idle / total if total else 0.0))
         if next_label is not None:
             await self.start(next_label)
 
