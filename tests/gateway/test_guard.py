@@ -95,7 +95,7 @@ def test_a_valid_handshake_passes():
     assert check_handshake("GET", HANDSHAKE) is None
 
 
-@pytest.mark.parametrize("method, change, refusal", [
+@pytest.mark.parametrize(("method", "change", "refusal"), [
     ("POST", {}, NOT_GET),
     ("HEAD", {}, NOT_GET),
     ("GET", {"sec-websocket-version": "8"}, WRONG_VERSION),

@@ -52,7 +52,7 @@ def test_control_frames_are_never_dropped_and_bounded_in_bytes_not_in_count():
     overflows = []
     box = Outbox(limit=1, control_bytes=10)
     box.on_overflow = lambda: (overflows.append(True), box.abort(b"cut"))
-    for i in range(1000):  # many small replies, taken in time: nothing is lost, nobody is cut
+    for _ in range(1000):  # many small replies, taken in time: nothing is lost, nobody is cut
         box.put_control(b"c")
         assert box.take()[0] == [b"c"]
     box.put_control(b"12345")

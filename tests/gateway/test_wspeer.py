@@ -1,19 +1,22 @@
 """The WebSocket peer under fake time over memory streams: quiet clients are pinged, silent ones
-are cut off (freeing their subscriptions), answering ones stay."""
+are cut off at the exact deadline (freeing their subscriptions), answering ones stay; a client
+whose socket accepts nothing, or who lets replies pile up past their byte bound, is cut off with
+a close frame; a slow reader whose socket keeps accepting stays."""
 
 import trio
 import trio.testing
 from trio_websocket import wrap_client_stream
 
 from gateway.app import GatewayApp
-from gateway.config import ServerConfig
+from gateway.config import Limits, ServerConfig
 from gateway.context import GatewayContext
 from gateway.hub import Hub
 from gateway.server import Server
 from gateway.wspeer import CLOSE_GRACE_SECONDS, PING_INTERVAL_SECONDS, SILENT_CLIENT_SECONDS
 from schemas.streams import StreamKey
-from tests.gateway.fakes import FakeAdapter
+from tests.gateway.fakes import FakeAdapter, trade
 from tests.gateway.test_server import CONFIG
+from tests.support.raw import close_of, masked_frame, read_to_end, server_frames, upgraded_stream
 
 UPGRADE = (b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -56,3 +59,55 @@ async def test_a_client_that_answers_pings_stays(autojump_clock, nursery):
     assert ws.closed is None
     assert hub.subscriber_count(StreamKey("trade", "binance", None)) == 1
     await ws.aclose()
+
+
+def _stall_server(**limits):
+    hub = Hub(CONFIG.routes)
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), ServerConfig(), Limits(**limits))
+
+
+async def test_a_socket_that_accepts_nothing_is_cut_off_at_the_stall_deadline_with_a_close_frame(autojump_clock,
+                                                                                                 nursery):
+    hub, server = _stall_server(write_stall_seconds=5.0)
+    stream, _ = await upgraded_stream(server, nursery, lockstep=True)  # the server's writes wait for our reads
+    await stream.send_all(masked_frame(0x1, SUBSCRIBE))
+    start = trio.current_time()  # the `subscribed` reply is being written now, and we do not read
+    await trio.sleep(5.5)
+    (peer,) = server.peers
+    assert peer.close_code == 1008  # cut at start + 5, not at the next ping
+    data = await read_to_end(stream)  # reading again: the pending write, then the close frame alone
+    assert b'"subscribed"' in data and close_of(data) == (1008, "not reading")
+    assert trio.current_time() - start == 5.0 + CLOSE_GRACE_SECONDS  # no close reply from us: the grace ran out
+    assert hub.subscriber_count(StreamKey("trade", "binance", None)) == 0
+
+
+async def test_replies_piling_up_past_their_byte_bound_cut_the_client_off_with_a_close_frame(autojump_clock,
+                                                                                             nursery):
+    """Pongs are control frames: never dropped, but bounded in bytes (a ping flood from a client
+    that reads nothing would grow memory forever)."""
+    _, server = _stall_server(max_pending_control_bytes=64 * 1024)
+    stream, _ = await upgraded_stream(server, nursery, lockstep=True)
+    pings = 2000  # pongs of 127 bytes: whatever the writer took first, over 64 KiB wait behind it
+    await stream.send_all(masked_frame(0x9, b"p" * 125) * pings)
+    (peer,) = server.peers
+    assert peer.outbox.overflowed and peer.close_code == 1008
+    start = trio.current_time()
+    data = await read_to_end(stream)
+    frames = server_frames(data)
+    assert [op for op, _ in frames].count(0xA) < pings  # what was still queued was dropped
+    assert frames[-1][0] == 0x8 and close_of(data) == (1008, "not reading")
+    assert trio.current_time() - start == CLOSE_GRACE_SECONDS
+
+
+async def test_a_reader_slower_than_the_data_but_never_stalled_that_long_stays(autojump_clock, nursery):
+    hub, server = _stall_server(write_stall_seconds=5.0)
+    stream, _ = await upgraded_stream(server, nursery, lockstep=True)
+    await stream.send_all(masked_frame(0x1, SUBSCRIBE))
+    for i in range(15):  # each write waits 4 s for us: slow, but the socket keeps accepting (60 s: not silent)
+        await trio.sleep(4.0)
+        await stream.receive_some(65536)
+        hub.publish(trade(ts=i))
+    (peer,) = server.peers
+    assert peer.close_code is None
+    assert hub.subscriber_count(StreamKey("trade", "binance", None)) == 1

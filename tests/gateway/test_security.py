@@ -1,0 +1,147 @@
+"""Strangers at the port: a web page from another origin, a DNS-rebinding Host, more connections
+than the caps allow. Each is refused before any route runs, and a client already served keeps
+receiving. Memory streams, told their client address (`Server.handle_stream(stream, address)`)."""
+
+import json
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from gateway.app import GatewayApp
+from gateway.config import Limits, ServerConfig
+from gateway.context import GatewayContext
+from gateway.hub import Hub
+from gateway.server import Server
+from tests.gateway.fakes import FakeAdapter, trade
+from tests.gateway.test_server import CONFIG
+from tests.support.raw import UPGRADE, raw_stream, read_head, read_to_end
+
+SUBSCRIBE = '{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}'
+KEY = [(b"authorization", b"Bearer k-local")]
+
+
+def _server(limits=None, local_keys=None, **server):
+    hub = Hub(CONFIG.routes)
+    hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
+    app = GatewayApp(GatewayContext(CONFIG, hub, local_keys))
+    return hub, Server(app, ServerConfig(**server), limits or Limits())
+
+
+async def _connect(server, nursery, address="127.0.0.1", host="localhost", headers=None) -> WebSocketConnection:
+    """A trio-websocket client from `address`, sending `Host: host`; a refusal raises ConnectionRejected."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end, address)
+    return await wrap_client_stream(nursery, client_end, host, "/stream", extra_headers=headers)
+
+
+async def _rejected(server, address="127.0.0.1", headers=None) -> ConnectionRejected:
+    """The refusal of an upgrade (trio-websocket raises it in its reader task, inside a nursery)."""
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            await _connect(server, nursery, address, headers=headers)
+    rejected, _ = info.value.split(ConnectionRejected)
+    assert rejected is not None
+    leaf: BaseException = rejected
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, ConnectionRejected)
+    return leaf
+
+
+async def _status(server, nursery, request: bytes, address="127.0.0.1") -> tuple[int, bytes]:
+    stream = raw_stream(server, nursery, address)
+    await stream.send_all(request)
+    head, _ = await read_head(stream)
+    return int(head.split()[1]), head
+
+
+async def _subscribed(ws: WebSocketConnection) -> WebSocketConnection:
+    await ws.send_message(SUBSCRIBE)
+    assert json.loads(await ws.get_message())["type"] == "subscribed"
+    return ws
+
+
+async def _receives(hub, ws: WebSocketConnection, price: str) -> None:
+    hub.publish(trade(price=price))
+    assert json.loads(await ws.get_message())["price"] == price
+
+
+@pytest.mark.parametrize("origin", [b"https://evil.example", b"null", b"http://localhost.evil.example:8765"])
+async def test_a_cross_origin_upgrade_is_refused(nursery, origin):
+    hub, server = _server()
+    assert (await _rejected(server, headers=[(b"origin", origin)])).status_code == 403
+    assert not hub.demand() and not server.peers
+
+
+@pytest.mark.parametrize("origin", [None, b"http://localhost:3000", b"http://127.0.0.1", b"https://app.example"])
+async def test_apps_loopback_pages_and_allowed_origins_are_served(nursery, origin):
+    hub, server = _server(allowed_origins=["https://app.example"])
+    ws = await _connect(server, nursery, headers=[(b"origin", origin)] if origin else None)
+    await _subscribed(ws)
+    await _receives(hub, ws, "1.5")
+    await ws.aclose()
+
+
+async def test_two_origins_on_one_upgrade_are_refused(nursery):
+    _, server = _server()
+    request = UPGRADE.replace(b"\r\n\r\n", b"\r\nOrigin: http://localhost\r\nOrigin: https://evil.example\r\n\r\n")
+    assert (await _status(server, nursery, request))[0] == 403
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET /healthz HTTP/1.1\r\nHost: evil.example:8765\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1.evil.example\r\n\r\n",
+    UPGRADE.replace(b"Host: 127.0.0.1", b"Host: evil.example:8765"),
+])
+async def test_a_rebinding_host_is_refused_on_http_and_on_upgrades(nursery, request_head):
+    hub, server = _server()
+    status, _ = await _status(server, nursery, request_head)
+    assert status == 421
+    assert not server.peers and hub.client_count() == 0
+
+
+async def test_allowed_hosts_and_the_configured_host_are_served(nursery):
+    _, server = _server(host="gw.lan", allowed_hosts=["box.example"], local_keys_env="K")
+    for host in (b"gw.lan:8765", b"box.example", b"[::1]:8765", b"localhost"):
+        assert (await _status(server, nursery, b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n" % host))[0] == 200
+
+
+async def test_an_http_1_0_request_without_host_is_a_bad_request(nursery):
+    _, server = _server()
+    status, _ = await _status(server, nursery, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert status == 400
+
+
+async def test_connection_caps_hold_while_a_keyed_client_keeps_receiving(nursery):
+    hub, server = _server(Limits(max_connections=3, max_connections_per_address=2), frozenset({"k-local"}))
+    keyed = await _subscribed(await _connect(server, nursery, "10.0.0.1", headers=KEY))
+    await _subscribed(await _connect(server, nursery, "10.0.0.1", headers=KEY))
+    refusal = await _rejected(server, "10.0.0.1", headers=KEY)  # a third from the same address
+    assert (refusal.status_code, dict(refusal.headers)[b"retry-after"]) == (503, b"1")
+    idle = raw_stream(server, nursery, "10.0.0.2")  # HTTP keep-alive connections count too
+    await idle.send_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k-local\r\n\r\n")
+    await read_head(idle)
+    status, head = await _status(server, nursery, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", "10.0.0.3")
+    assert (status, b"retry-after: 1" in head.lower()) == (503, True)  # over the total
+    assert (server.connections.total, server.connections.by_address) == (3, {"10.0.0.1": 2, "10.0.0.2": 1})
+    await _receives(hub, keyed, "2.5")  # the clients already served are unaffected
+    await idle.aclose()
+    while server.connections.total != 2:  # released in a finally, whatever ended the connection
+        await trio.testing.wait_all_tasks_blocked()
+    await _subscribed(await _connect(server, nursery, "10.0.0.3", headers=KEY))
+    await _receives(hub, keyed, "3.5")
+
+
+async def test_a_refused_connection_gets_its_answer_even_before_it_sent_a_request(autojump_clock, nursery):
+    """Over a cap, the head is read briefly (a socket closed with unread input is reset and the
+    client would miss the 503) but not for long: the refused connection holds no slot."""
+    _, server = _server(Limits(max_connections=1))
+    held = raw_stream(server, nursery, "10.0.0.1")
+    await trio.testing.wait_all_tasks_blocked()  # admitted first
+    stream = raw_stream(server, nursery, "10.0.0.2")
+    start = trio.current_time()
+    data = await read_to_end(stream)
+    assert (data[:12], trio.current_time() - start) == (b"HTTP/1.1 503", 1.0)
+    await held.aclose()
