@@ -8,11 +8,13 @@ import json
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import parse
 from gateway.context import GatewayContext
 from gateway.dialects.luzia import LuziaEndpoint
-from gateway.dialects.luzia_rest import MAX_SYMBOLS
+from gateway.dialects.luzia_rest import MAX_LIMIT, MAX_SYMBOLS, BadRequest, parse_exchange, parse_page, parse_symbol
 from gateway.hub import Hub
 from gateway.server import HttpRequest
 from schemas.streams import StreamKey
@@ -82,3 +84,34 @@ async def test_a_watch_past_the_gateways_stream_cap_is_429_and_what_is_held_stay
     status, body = await _get(endpoint, "/v1/ticker/kraken/BTC-USD")
     assert status == 429 and body["details"]["retryAfter"] == "59"
     assert adapter.wanted == {StreamKey("ticker", "binance", "BTC/USDT")}
+
+
+query_text = st.text(max_size=30) | st.sampled_from(["١٢", "１２", "9" * 5000, " 7 ", "-1", "0", "50", "51", "\u212a"])
+
+
+def _outcome(parser, *args):
+    """What `parser` returned, or the BadRequest it raised (anything else propagates: a failure)."""
+    try:
+        return parser(*args)
+    except BadRequest as exc:
+        return exc
+
+
+@given(st.dictionaries(st.sampled_from(["limit", "offset", "exchange", "symbols", "x"]), query_text, max_size=4))
+def test_any_page_query_is_a_page_or_a_400(query):
+    result = _outcome(parse_page, query)
+    if isinstance(result, BadRequest):
+        assert set(result.details) <= {"limit", "offset"} and len(str(result)) < 100
+    else:
+        limit, offset = result
+        assert 1 <= limit <= MAX_LIMIT and offset >= 0
+
+
+@given(query_text, query_text)
+def test_any_path_segment_is_a_canonical_ascii_id_or_a_400(exchange, symbol):
+    for parser, text in ((parse_exchange, exchange), (parse_symbol, symbol)):
+        result = _outcome(parser, text)
+        if isinstance(result, BadRequest):
+            assert len(str(result)) < 100
+        else:
+            assert result.isascii() and result == result.strip()
