@@ -100,7 +100,7 @@ class CoinApiAdapter:
         self._backoff = Backoff.of(policy.backoff, rng)
         self._link_state = LinkState()
         self._limiter = HelloLimiter(policy.hello_limit, policy.hello_window)
-        self._planner = Planner(self._mapper)
+        self._planner = Planner(self._mapper, policy.limits)
         self._router = StreamRouter(name, self._mapper, sink, policy.stale_after)
         self._counters = FrameCounters()
         self._wanted_changed, self._send_needed, self._gaps_queued = Wakeup(), Wakeup(), Wakeup()

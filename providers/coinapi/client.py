@@ -20,6 +20,7 @@ outside CoinAPI's limits, whatever is wanted:
   cannot fit and is refused (`Planner.add` returns it, the adapter reports it `rejected`), never
   sent to fail for everyone. Accepted keys therefore always fit: with every exchange collapsed,
   the scope is at most `MAX_EXCHANGE_FILTERS` short entries.
+The three are the defaults of `Limits` (configurable through the policy: `CoinApiPolicy.limits`).
 
 Mapping: a symbol stream becomes an exact symbol filter (`BINANCE_SPOT_BTC_USDT$`); an
 exchange-wide stream an exchange filter (which makes that exchange's symbol filters redundant: a
@@ -36,7 +37,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Annotated, Final, NamedTuple
+
+import msgspec
 
 from providers.coinapi import wire
 from providers.coinapi.grammar import SymbolMapper
@@ -61,6 +64,16 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024
 MAX_SYMBOL_FILTERS: Final = 5_000
 #: Distinct exchanges one scope may name: CoinAPI lists about 400; more is not a real scope.
 MAX_EXCHANGE_FILTERS: Final = 500
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What one upstream connection may be asked (defaults: the constants above, with reasons)."""
+
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=4 * 1024)] = MAX_MESSAGE_BYTES
+    max_symbol_filters: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOL_FILTERS
+    max_exchange_filters: Annotated[int, msgspec.Meta(ge=1)] = MAX_EXCHANGE_FILTERS
+
+
 #: Longest exchange id we ask for (CoinAPI's are ≤ 12 characters, `BINANCEFTSC`).
 MAX_EXCHANGE_ID_CHARS: Final = 32
 #: Room kept in every message for the JSON around the filter lists (keys, brackets, data types).
@@ -156,8 +169,10 @@ class Planner:
     """The wanted set as counted filter sets, and the messages that move each connection's server
     scope to it."""
 
-    def __init__(self, mapper: SymbolMapper) -> None:
+    def __init__(self, mapper: SymbolMapper, limits: Limits | None = None) -> None:
         self._mapper = mapper
+        self.limits = limits = limits or Limits()
+        self._budget = limits.max_message_bytes - _ENVELOPE_BYTES  # for the filter lists of a message
         self._entries: dict[StreamKey, _Entry | None] = {}  # None: a key this provider does not serve
         self._types: dict[str, int] = {}  # upstream data type → keys needing it
         self._symbols: dict[str, int] = {}  # symbol filter → keys naming it
@@ -189,7 +204,7 @@ class Planner:
             return True
         if len(exchange_id) > MAX_EXCHANGE_ID_CHARS or len(entry.symbol_id or "") > wire.MAX_ID_CHARS:
             return False
-        return exchange_id in self._exchange_refs or len(self._exchange_refs) < MAX_EXCHANGE_FILTERS
+        return exchange_id in self._exchange_refs or len(self._exchange_refs) < self.limits.max_exchange_filters
 
     def remove(self, keys: Iterable[StreamKey]) -> None:
         for key in keys:
@@ -262,7 +277,7 @@ class Planner:
 
     def target(self) -> UpstreamScope:
         """The scope that delivers every wanted stream (keys we cannot map are skipped), with the
-        largest exchanges collapsed to exchange filters beyond `MAX_SYMBOL_FILTERS`. O(scope)."""
+        largest exchanges collapsed to exchange filters beyond `max_symbol_filters`. O(scope)."""
         types = frozenset(self._types)
         periods = frozenset({TICKER_PERIOD}) if "ohlcv" in types else frozenset()
         if self._every:
@@ -271,7 +286,7 @@ class Planner:
         by_exchange = {e: symbols for e, symbols in self._symbols_of.items() if e not in exchanges}
         count = sum(len(symbols) for symbols in by_exchange.values())
         for exchange_id in sorted(by_exchange, key=lambda e: (-len(by_exchange[e]), e)):
-            if count <= MAX_SYMBOL_FILTERS:
+            if count <= self.limits.max_symbol_filters:
                 break
             exchanges.add(exchange_id)
             count -= len(by_exchange.pop(exchange_id))
@@ -315,7 +330,7 @@ class Planner:
             link.empty
             or link.replace
             or (types, periods, everything) != (link.data_types, link.period_ids, link.everything)
-            or len(link.symbol_ids) + len(link.added_symbols) > MAX_SYMBOL_FILTERS  # time to collapse
+            or len(link.symbol_ids) + len(link.added_symbols) > self.limits.max_symbol_filters  # time to collapse
         ):
             return self._hello(link, apikey)
         return self._subscribe_added(link)
@@ -323,7 +338,7 @@ class Planner:
     def _hello(self, link: LinkScope, apikey: str | None) -> wire.Hello:
         """A hello of as much of the target as fits one message; the rest is left to `subscribe`s."""
         target = self.target()
-        budget = MAX_MESSAGE_BYTES - _ENVELOPE_BYTES - len(apikey or "")
+        budget = self._budget - len(apikey or "")
         exchanges, budget = _pack(sorted(target.exchange_ids), budget)
         symbols, _ = _pack(sorted(target.symbol_ids), budget)
         first = UpstreamScope(target.data_types, frozenset(symbols), frozenset(exchanges), target.period_ids, target.everything)
@@ -339,7 +354,7 @@ class Planner:
             link.added_symbols.clear()
             link.added_exchanges.clear()
             return None
-        exchanges, budget = _pack(sorted(link.added_exchanges), MAX_MESSAGE_BYTES - _ENVELOPE_BYTES)
+        exchanges, budget = _pack(sorted(link.added_exchanges), self._budget)
         link.added_exchanges.difference_update(exchanges)
         link.exchange_ids.update(exchanges)
         covered = [s for s in link.added_symbols if self._covered(link, s)]
@@ -365,7 +380,7 @@ class Planner:
         once all of it went (until then a returning demand replaces the scope with a hello)."""
         if link.empty:
             return None
-        exchanges, budget = _pack(sorted(link.exchange_ids), MAX_MESSAGE_BYTES - _ENVELOPE_BYTES)
+        exchanges, budget = _pack(sorted(link.exchange_ids), self._budget)
         symbols, _ = _pack(sorted(link.symbol_ids), budget)
         message = wire.Unsubscribe(
             subscribe_data_type=sorted(link.data_types),

@@ -2,7 +2,8 @@
 
 Reachable from TOML: every key of a `[providers.NAME]` table of kind `coinapi` other than
 kind/url/api_key_env/emulate/emulator_rate is a field here (`[providers.NAME.backoff]` is the
-`BackoffPolicy`). Unknown keys are refused, so a typo fails at start with its key path.
+`BackoffPolicy`, `[providers.NAME.limits]` the planner's `client.Limits`: what one upstream
+connection may be asked). Unknown keys are refused, so a typo fails at start with its key path.
 Must never: hold a secret (the key comes from the environment, never from this Struct).
 """
 
@@ -12,6 +13,7 @@ from typing import Annotated, Final
 
 import msgspec
 
+from providers.coinapi.client import Limits
 from providers.common.backoff import BackoffPolicy
 
 _Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -37,3 +39,4 @@ class CoinApiPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     hello_limit: Annotated[int, msgspec.Meta(ge=1)] = 10
     hello_window: _Seconds = 10.0 + HELLO_WINDOW_MARGIN
     backoff: BackoffPolicy = msgspec.field(default_factory=BackoffPolicy)
+    limits: Limits = msgspec.field(default_factory=Limits)
