@@ -252,3 +252,34 @@ def test_emptying_a_big_scope_unsubscribes_it_in_pieces_within_the_size_limit() 
     assert len(messages) >= 2 and all(isinstance(m, wire.Unsubscribe) for m in messages)
     assert max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
     assert sum(len(m.subscribe_filter_symbol_id or ()) for m in messages) == 4_000 and link.empty
+
+
+SMALL = client.Limits(max_message_bytes=4096, max_symbol_filters=3, max_exchange_filters=3)
+EXCHANGES = ["binance", "okx", "coinbase", "kraken", "bitstamp"]
+small_keys = st.builds(
+    lambda ex, i, wide: StreamKey("trade", ex, None if wide else f"C{i}/USDT"),
+    st.sampled_from(EXCHANGES), st.integers(0, 5), st.booleans(),
+)
+
+
+@given(st.lists(st.frozensets(small_keys, max_size=12), min_size=1, max_size=5))
+def test_whatever_is_wanted_every_message_fits_and_every_accepted_stream_is_delivered(history) -> None:
+    planner = client.Planner(MAPPER, SMALL)
+    link = planner.attach()
+    wanted: frozenset[StreamKey] = frozenset()
+    refused: set[StreamKey] = set()
+    messages: list[wire.ClientMessage] = []
+    for target in history:
+        planner.remove(wanted - target)
+        refused -= wanted - target
+        refused.update(planner.add(target - wanted))
+        wanted = target
+        messages += _bring_up_to_date(planner, link)
+    assert all(_size(m) <= SMALL.max_message_bytes for m in messages)
+    assert len({k.exchange for k in wanted - refused}) <= SMALL.max_exchange_filters
+    assert not planner.pending(link)
+    scope = _server_scope(messages)
+    for key in wanted - refused:
+        ids = [MAPPER.symbol_id(key.exchange, f"C{i}/USDT") for i in range(6)] if key.symbol is None else [
+            MAPPER.symbol_id(key.exchange, key.symbol)]
+        assert all(scope.wants("trade", sid) for sid in ids), key
