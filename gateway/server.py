@@ -107,33 +107,35 @@ class Server:
         address = address if address is not None else _peer_host(stream)
         refusal = self.connections.admit(address)
         try:
-            if refusal is not None:
-                if self._refusing < self.limits.max_connections:  # refusals are bounded too
-                    self._refusing += 1
-                    try:
-                        await self._refuse_connection(stream, refusal)
-                    finally:
-                        self._refusing -= 1
-                return
-            try:
-                # Host defends against DNS rebinding, which reaches us only over the network.
-                # Transitional: in-process streams (tests) are exempt until every test client
-                # sends a loopback Host; production streams are always sockets.
-                await self._serve(stream, check_host=address is not None or isinstance(stream, trio.SocketStream))
-            finally:
-                self.connections.release(address)
+            if refusal is None:
+                await self._serve_admitted(stream, address)
+            elif self._refusing < self.limits.max_connections:  # answering refusals is bounded too
+                await self._refuse_connection(stream, refusal)
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await stream.aclose()
 
+    async def _serve_admitted(self, stream: trio.abc.Stream, address: str | None) -> None:
+        try:
+            # Host defends against DNS rebinding, which reaches us only over the network.
+            # Transitional: in-process streams (tests) are exempt until every test client sends
+            # a loopback Host; production streams are always sockets.
+            await self._serve(stream, check_host=address is not None or isinstance(stream, trio.SocketStream))
+        finally:
+            self.connections.release(address)
+
     async def _refuse_connection(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """Over a connection cap: read the request head briefly (a socket closed with unread input
         is reset, and the client would miss the answer), then 503 with Retry-After."""
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-            await self._next_request(stream, conn, BUSY_READ_SECONDS)
-        await _send_refusal(stream, refusal)
+        self._refusing += 1
+        try:
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+                await self._next_request(stream, conn, BUSY_READ_SECONDS)
+            await _send_refusal(stream, refusal)
+        finally:
+            self._refusing -= 1
 
     async def _serve(self, stream: trio.abc.Stream, check_host: bool = True) -> None:
         if self.socket_buffer and isinstance(stream, trio.SocketStream):

@@ -145,3 +145,17 @@ async def test_a_refused_connection_gets_its_answer_even_before_it_sent_a_reques
     data = await read_to_end(stream)
     assert (data[:12], trio.current_time() - start) == (b"HTTP/1.1 503", 1.0)
     await held.aclose()
+
+
+async def test_answering_refusals_is_bounded_too(autojump_clock, nursery):
+    """A flood of connections over the cap cannot hold unbounded sockets open for their 503s."""
+    _, server = _server(Limits(max_connections=1))
+    held = raw_stream(server, nursery, "10.0.0.1")
+    await trio.testing.wait_all_tasks_blocked()
+    answered = raw_stream(server, nursery, "10.0.0.2")  # gets its 503 after reading its head briefly
+    await trio.testing.wait_all_tasks_blocked()
+    start = trio.current_time()
+    assert await read_to_end(raw_stream(server, nursery, "10.0.0.3")) == b""  # closed at once
+    assert trio.current_time() == start
+    assert (await read_to_end(answered))[:12] == b"HTTP/1.1 503"
+    await held.aclose()
