@@ -4,7 +4,8 @@ Runs `gateway.app.run_gateway` on port 0 with the given config, its providers re
 `upstream=` at the scripted upstream's URL, and a hub `Tap` counting what was published: trades
 per stream, statuses by state, gaps. Answers `stats` on stdin with those counts, the hub's and the
 server's sizes (to spot structures that outlive their clients) and `/healthz`-like provider health;
-`tasks` lists every Trio task with where it waits (to diagnose a stall while it happens).
+`tasks` lists every Trio task with where it waits (to diagnose a stall while it happens);
+`profile start` / `profile stop PATH` writes a cProfile of a phase.
 Logs (INFO) go to stderr, which the orchestrator keeps in a file and scans for tracebacks.
 Must never: listen beyond 127.0.0.1.
 """
@@ -12,6 +13,7 @@ Must never: listen beyond 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import logging
 from collections import Counter
@@ -25,6 +27,8 @@ from gateway.app import Gateway, UpstreamRoutes, run_gateway
 from gateway.config import Config, parse
 from schemas import Event, Gap, Status, Trade
 from stress_support.control import announce, first_line, serve_commands
+
+PROFILER = cProfile.Profile()
 
 
 class CountingTap:
@@ -109,7 +113,16 @@ async def main(config_path: str, upstream_url: str) -> None:
         async def tasks(args: list[str]) -> dict[str, Any]:
             return _tasks()
 
-        await serve_commands({"stats": stats, "tasks": tasks})
+        async def profile(args: list[str]) -> dict[str, Any]:
+            """`profile start` / `profile stop PATH` (cProfile of the whole process, as pstats)."""
+            if args[0] == "start":
+                PROFILER.enable()
+            else:
+                PROFILER.disable()
+                PROFILER.dump_stats(args[1])
+            return {"ok": True}
+
+        await serve_commands({"stats": stats, "tasks": tasks, "profile": profile})
         nursery.cancel_scope.cancel()
 
 
