@@ -14,9 +14,9 @@ backoff). A CoinAPI `error` becomes our own wording (`AuthRejected`/`ProviderErr
 only the redacted, shortened `detail` the reconnect loop logs. A stream the planner cannot fit in
 CoinAPI's limits is reported `rejected` at once and never sent upstream.
 Must never: await the sink (it is synchronous), let the API key reach a log, an exception or health
-(`Redactor`), let provider free text reach health or a status, classify a session's failure (the reconnect loop does, and reports it through
-`on_failure`), send a hello with an empty scope (CoinAPI would read it as "everything"), or exceed
-CoinAPI's 10 hello/subscribe per 10 s.
+(`Redactor`), let provider free text reach health or a status, classify a session's failure (the
+reconnect loop does, and reports it through `on_failure`), send a hello with an empty scope
+(CoinAPI would read it as "everything"), or exceed CoinAPI's 10 hello/subscribe per 10 s.
 
 Shape: `run` = staleness watchdog + `reconnect_forever(_session)`. One `_session` is one logical
 session; it may hop from connection to connection on `reconnect` notices without counting as a

@@ -3,8 +3,8 @@
 Owns: one connection's life: open the transport (within the idle timeout), let the adapter send
 the first message, read frames until the connection ends, transport pings, the data-idle deadline
 ("connected but mute": heartbeats count as data, malformed frames do not: a connection sending
-only garbage is not alive), and what the adapter keeps per connection (its
-server's scope, its sequence numbers, when it last sent a frame). Leaving closes politely (the
+only garbage is not alive), and what the adapter keeps per connection (its server's scope, its
+sequence numbers, when it last sent a good frame). Leaving closes politely (the
 transport's close); a peer believed dead (idle or pong timeout) is cut off without waiting.
 Must never: decode or interpret a frame (the adapter's `on_frame` does), import trio-websocket, or
 catch what it cannot handle: failures leave as `TransportError` / `ProviderError` (or whatever

@@ -6,12 +6,12 @@ by it (CoinAPI's union filters deliver more than we asked for), the ticker build
 gap), and the make-before-break de-duplication of what two overlapping connections both deliver.
 A stream of every exchange (`StreamKey(dt, None, None)`) is wanted like any other; its gaps are
 reported per exchange it has delivered (a `Gap` always names its exchange).
-Staleness is reported in slices (`check_stale` then `report_stale` until it says it is done), and
-so are the gaps of a lost connection (`queue_gaps`, then `report_gaps`):
-tens of thousands of streams may go silent at one moment (an exchange halts), and one Status per
+Staleness is reported in slices (`check_stale`, then `report_stale` until it says it is done), and
+so are the gaps of a lost connection (`queue_gaps`, then `report_gaps`): tens of thousands of
+streams may go silent at one moment (an exchange halts, a connection drops), and one event per
 stream through the sink in one go would stall every client for the whole batch. A stream that
-delivers, or is no longer wanted, before its turn is not reported at all (the check just came a
-little later for it); each costs O(1).
+delivers, or is no longer wanted, before its turn is not reported stale at all (the check just
+came a little later for it); each costs O(1).
 Must never: do I/O or read a clock (wall ns and Trio seconds are passed in), or block: the sink
 is synchronous.
 """
@@ -37,8 +37,8 @@ DEDUPE_WINDOW: Final = 10.0
 #: Keys remembered during one overlap (hashes: ~60 bytes each, ~12 MB at most); beyond this many
 #: the rest may be delivered twice (an overlap lasts seconds: this bounds a pathological burst).
 DEDUPE_LIMIT: Final = 200_000
-#: Stale statuses emitted per `report_stale` call: the adapter lets the loop run between slices,
-#: so a bystander client waits at most one slice (~2 ms of hub fan-out, ~15 µs a status) for its next event.
+#: Stale statuses (or lost streams' gaps) per `report_*` call: the adapter lets the loop run between
+#: slices, so a bystander client waits at most one slice (~2 ms of hub fan-out at ~15 µs an event).
 STALE_SLICE: Final = 128
 #: Loss reports (a lost connection: every stream it carried) waiting to be told as gaps, a slice
 #: at a time like stale statuses; one more is merged into the newest (a wider window is still true).
