@@ -36,7 +36,8 @@ MAX_TIMESTAMP_LENGTH: Final = 64
 #: ISO-8601 text (docs) or Unix ms (the Python SDK's model).
 Timestamp = Union[Annotated[str, msgspec.Meta(max_length=MAX_TIMESTAMP_LENGTH)], int, float]  # noqa: UP007 - msgspec reads it
 
-#: Longest `type` read as a message type: Luzia's are a dozen characters.
+#: Longest `type` (and error `code`) kept: Luzia's are a dozen characters. A longer unknown type
+#: is still an unknown type, named by its first this many characters.
 MAX_TYPE_LENGTH: Final = 64
 #: Longest exchange id or symbol as sent (canonical ids are at most 32 and 41 characters; a little
 #: room for spellings that still canonicalize, such as surrounding spaces).
@@ -143,7 +144,7 @@ ClientMessage = Union[Subscribe, Unsubscribe, Ping]  # noqa: UP007
 
 
 class _TypeOnly(msgspec.Struct):
-    type: Annotated[str, msgspec.Meta(max_length=MAX_TYPE_LENGTH)]
+    type: str
 
 
 class NotJson(MalformedFrame):
@@ -217,7 +218,7 @@ def _known_type(frame: str | bytes) -> str | None:
     """The frame's `type`, if it is an object with a string one, after its typed decode failed
     on its shape. A frame too deep or broken past the point where that decode stopped raises."""
     try:
-        return _type_decoder.decode(frame).type
+        return _type_decoder.decode(frame).type[:MAX_TYPE_LENGTH]
     except msgspec.ValidationError:
         return None
 
