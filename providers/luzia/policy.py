@@ -34,6 +34,11 @@ EXCHANGE_WIDE_THRESHOLD: Final = 25
 #: expanded to: Luzia has no channel for "everything", so it is one `ticker:{exchange}` per
 #: exchange. An exchange the server does not list is refused (INVALID_CHANNEL) like any channel.
 EXCHANGES: Final = ("binance", "coinbase", "kraken", "bitstamp", "bitfinex", "okx", "bybit")
+#: A negotiated plan's limits, at most: ten times Enterprise's connections and a hundred times its
+#: subscriptions. The adapter keeps a slot per connection the plan allows, so a typo of a few
+#: zeros must fail at start, not allocate (and plan over) millions of slots.
+MAX_PLAN_CONNECTIONS: Final = 250
+MAX_PLAN_SUBSCRIPTIONS: Final = 50_000
 
 
 class LuziaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -51,3 +56,12 @@ class LuziaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     connect_timeout: _Seconds = CONNECT_TIMEOUT
     auth_retry: _Seconds = AUTH_RETRY
     backoff: BackoffPolicy = BackoffPolicy()
+
+    def __post_init__(self) -> None:
+        limits = self.limits
+        if limits is None:
+            return
+        if not (1 <= limits.connections <= MAX_PLAN_CONNECTIONS and 1 <= limits.subscriptions <= MAX_PLAN_SUBSCRIPTIONS):
+            raise ValueError(
+                f"limits: connections must be 1..{MAX_PLAN_CONNECTIONS} and subscriptions 1..{MAX_PLAN_SUBSCRIPTIONS}"
+            )

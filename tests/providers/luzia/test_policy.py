@@ -43,3 +43,10 @@ def test_a_toml_table_converts_into_the_policy():
 def test_bad_values_are_refused_naming_their_key(table, where):
     with pytest.raises(msgspec.ValidationError, match=where.replace("$", r"\$").replace("[", r"\[")):
         msgspec.convert(table, LuziaPolicy)
+
+
+@pytest.mark.parametrize("limits", [{"connections": 10**9, "subscriptions": 50}, {"connections": 5, "subscriptions": 0},
+                                    {"connections": 0, "subscriptions": 50}, {"connections": 5, "subscriptions": 10**7}])
+def test_a_plan_beyond_any_luzia_plan_is_refused_at_start(limits):
+    with pytest.raises(msgspec.ValidationError, match="limits: connections must be"):
+        msgspec.convert({"limits": limits}, LuziaPolicy)
