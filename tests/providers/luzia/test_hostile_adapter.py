@@ -58,7 +58,8 @@ async def test_a_run_of_malformed_frames_reconnects_and_a_good_frame_ends_the_ru
     (lost_at, lost), = await recorder.wait_for(is_status("disconnected"))
     assert lost_at == 0.5
     assert lost.reason == f"connection 0: ProviderError: {MALFORMED_RUN_LIMIT} malformed frames in a row"
-    await recorder.wait_for(is_status("connected"), 2)
+    (reconnected_at, _) = (await recorder.wait_for(is_status("connected"), 2))[1]
+    assert reconnected_at == 0.5 + random.Random(SEED).uniform(0.0, 1.0)  # the first backoff delay
     assert adapter.health().malformed_frames == 2 * MALFORMED_RUN_LIMIT - 1
     assert emulator.stats.connections_opened == 2
 
