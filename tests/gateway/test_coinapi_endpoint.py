@@ -245,13 +245,15 @@ async def test_a_client_that_vanishes_frees_its_subscriptions(autojump_clock, nu
     gateway = await start(nursery)
     with trio.fail_after(HANG_GUARD):
         stream = gateway.stream()
-        upgrade = (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        upgrade = (b"GET /v1/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         payload = hello(**BITSTAMP_TRADES).encode()
         await stream.send_all(upgrade + bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
         received = b""
         while b'"type":"trade"' not in received:
-            received += await stream.receive_some(65536)
+            chunk = await stream.receive_some(65536)
+            assert chunk, received  # EOF: the gateway refused or closed (a loop on b"" would never end)
+            received += chunk
         assert gateway.hub.demand()
         await stream.aclose()  # no close frame
         while gateway.hub.demand():
