@@ -36,10 +36,6 @@ _RECEIVE_CHUNK = 65536
 #: One silent for SILENT_CLIENT_SECONDS is cut off at that moment, which frees its subscriptions.
 PING_INTERVAL_SECONDS = 30.0
 SILENT_CLIENT_SECONDS = 75.0
-#: How often the watchdog looks for a write that has just started blocking; once it sees one it
-#: sleeps until that write's exact stall deadline, so a cut-off is exact while this is below
-#: `write_stall_seconds`, and an idle client costs one wake-up per interval.
-STALL_CHECK_SECONDS = 1.0
 #: Close codes (RFC 6455 §7.4.1) and the project's own reasons for them: a client is never sent
 #: wsproto's or the socket's wording.
 NOT_READING = (1008, "not reading")
@@ -138,7 +134,10 @@ class WebSocketPeer:
             if now >= next_ping:
                 self.outbox.put_control(self._ws.send(Ping(b"mdgateway")))
                 next_ping += PING_INTERVAL_SECONDS
-            stall_at = now + min(STALL_CHECK_SECONDS, stall) if sending_since is None else sending_since + stall
+            # With no write in progress, looking again `stall` from now is soon enough to catch the
+            # exact deadline of any write that starts meanwhile (it cannot have stalled by then),
+            # so a quiet client costs a wake-up per `stall` and per ping, nothing per write.
+            stall_at = now + stall if sending_since is None else sending_since + stall
             await trio.sleep_until(min(next_ping, self._last_heard + SILENT_CLIENT_SECONDS, stall_at))
 
     def _control_overflow(self) -> None:
