@@ -10,17 +10,19 @@ sent, and the caller coalesces bursts (and obeys `server.HelloLimiter`, the serv
 Must never: do I/O or read a clock, send a hello with no filter list (CoinAPI reads that as
 "every symbol of every exchange") unless a stream of every exchange is wanted, or plan a message
 outside CoinAPI's limits, whatever is wanted:
-- every message fits `MAX_MESSAGE_BYTES`: a scope too big for one hello goes out as a hello of
-  what fits, then `subscribe`s of the rest (the caller paces them by `server.HelloLimiter`, so a
-  20,000-symbol scope takes a few windows); an `unsubscribe` is split the same way;
-- a connection's scope holds at most `MAX_SYMBOL_FILTERS` exact symbol filters: beyond, the
+- every message fits `MAX_MESSAGE_BYTES` and `MAX_MESSAGE_ITEMS`: a scope too big for one hello
+  goes out as a hello of what fits, then `subscribe`s of the rest (the caller paces them by
+  `server.HelloLimiter`, so a 20,000-symbol scope takes a few windows); an `unsubscribe` is split
+  the same way;
+- a connection's scope holds at most `MAX_SYMBOL_FILTERS` exact symbol filters, and at most
+  `MAX_SCOPE_ITEMS` filter items counted once per data type (as a server counts them): beyond, the
   exchanges with the most wanted symbols are asked for exchange-wide (one entry instead of
   hundreds; the router drops what nobody wants), until the rest fits;
 - at most `MAX_EXCHANGE_FILTERS` exchanges: a key naming one more (or an id longer than CoinAPI's)
   cannot fit and is refused (`Planner.add` returns it, the adapter reports it `rejected`), never
   sent to fail for everyone. Accepted keys therefore always fit: with every exchange collapsed,
   the scope is at most `MAX_EXCHANGE_FILTERS` short entries.
-The three are the defaults of `Limits` (configurable through the policy: `CoinApiPolicy.limits`).
+These constants are the defaults of `Limits` (configurable: `CoinApiPolicy.limits`).
 
 Mapping: a symbol stream becomes an exact symbol filter (`BINANCE_SPOT_BTC_USDT$`); an
 exchange-wide stream an exchange filter (which makes that exchange's symbol filters redundant: a
@@ -41,7 +43,7 @@ from typing import Annotated, Final, NamedTuple
 
 import msgspec
 
-from providers.coinapi import wire
+from providers.coinapi import server, wire
 from providers.coinapi.grammar import SymbolMapper
 from schemas.instruments import InstrumentError
 from schemas.streams import StreamKey
@@ -64,6 +66,11 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024
 MAX_SYMBOL_FILTERS: Final = 5_000
 #: Distinct exchanges one scope may name: CoinAPI lists about 400; more is not a real scope.
 MAX_EXCHANGE_FILTERS: Final = 500
+#: Filter items in one message, and in a connection's whole scope counted per data type: CoinAPI
+#: documents neither, so we keep inside what our own stand-in (`server.py`, which the emulator and
+#: the gateway's CoinAPI endpoint run) accepts; a server refusing them would end the connection.
+MAX_MESSAGE_ITEMS: Final = server.MAX_FILTER_ITEMS
+MAX_SCOPE_ITEMS: Final = server.MAX_SCOPE_ITEMS
 
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -72,6 +79,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_message_bytes: Annotated[int, msgspec.Meta(ge=4 * 1024)] = MAX_MESSAGE_BYTES
     max_symbol_filters: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOL_FILTERS
     max_exchange_filters: Annotated[int, msgspec.Meta(ge=1)] = MAX_EXCHANGE_FILTERS
+    max_message_items: Annotated[int, msgspec.Meta(ge=16)] = MAX_MESSAGE_ITEMS
+    max_scope_items: Annotated[int, msgspec.Meta(ge=64)] = MAX_SCOPE_ITEMS
 
 
 #: Longest exchange id we ask for (CoinAPI's are ≤ 12 characters, `BINANCEFTSC`).
@@ -285,13 +294,22 @@ class Planner:
         exchanges = set(self._exchanges)
         by_exchange = {e: symbols for e, symbols in self._symbols_of.items() if e not in exchanges}
         count = sum(len(symbols) for symbols in by_exchange.values())
+        room = self._entries_room(types, periods)
         for exchange_id in sorted(by_exchange, key=lambda e: (-len(by_exchange[e]), e)):
-            if count <= self.limits.max_symbol_filters:
+            if count <= self.limits.max_symbol_filters and count + len(exchanges) <= room:
                 break
             exchanges.add(exchange_id)
             count -= len(by_exchange.pop(exchange_id))
         symbols = frozenset(s for of_exchange in by_exchange.values() for s in of_exchange)
         return UpstreamScope(types, symbols, frozenset(exchanges), periods)
+
+    def _entries_room(self, types: frozenset[str], periods: frozenset[str]) -> int:
+        """Symbol and exchange filters a scope may hold: a server counts each once per data type."""
+        return self.limits.max_scope_items // max(1, len(types)) - len(periods)
+
+    def _room(self, apikey: str | None = None) -> _Room:
+        """What one message has for its filter lists (the period filter is one item)."""
+        return _Room(self._budget - len(apikey or ""), self.limits.max_message_items - 1)
 
     # ------------------------------------------------------------------ connections
 
@@ -330,17 +348,22 @@ class Planner:
             link.empty
             or link.replace
             or (types, periods, everything) != (link.data_types, link.period_ids, link.everything)
-            or len(link.symbol_ids) + len(link.added_symbols) > self.limits.max_symbol_filters  # time to collapse
+            or self._too_big(link, types, periods)  # time to collapse
         ):
             return self._hello(link, apikey)
         return self._subscribe_added(link)
 
+    def _too_big(self, link: LinkScope, types: frozenset[str], periods: frozenset[str]) -> bool:
+        """Whether the additions would take `link` past the limits (then a hello collapses)."""
+        symbols = len(link.symbol_ids) + len(link.added_symbols)
+        entries = symbols + len(link.exchange_ids) + len(link.added_exchanges)
+        return symbols > self.limits.max_symbol_filters or entries > self._entries_room(types, periods)
+
     def _hello(self, link: LinkScope, apikey: str | None) -> wire.Hello:
         """A hello of as much of the target as fits one message; the rest is left to `subscribe`s."""
         target = self.target()
-        budget = self._budget - len(apikey or "")
-        exchanges, budget = _pack(sorted(target.exchange_ids), budget)
-        symbols, _ = _pack(sorted(target.symbol_ids), budget)
+        room = self._room(apikey)
+        exchanges, symbols = room.take(sorted(target.exchange_ids)), room.take(sorted(target.symbol_ids))
         first = UpstreamScope(target.data_types, frozenset(symbols), frozenset(exchanges), target.period_ids, target.everything)
         link.reset_to(first)
         link.added_exchanges.update(target.exchange_ids - first.exchange_ids)
@@ -354,12 +377,13 @@ class Planner:
             link.added_symbols.clear()
             link.added_exchanges.clear()
             return None
-        exchanges, budget = _pack(sorted(link.added_exchanges), self._budget)
+        room = self._room()
+        exchanges = room.take(sorted(link.added_exchanges))
         link.added_exchanges.difference_update(exchanges)
         link.exchange_ids.update(exchanges)
         covered = [s for s in link.added_symbols if self._covered(link, s)]
         link.added_symbols.difference_update(covered)
-        symbols, _ = _pack(sorted(link.added_symbols), budget)
+        symbols = room.take(sorted(link.added_symbols))
         link.added_symbols.difference_update(symbols)
         link.symbol_ids.update(symbols)
         if not (symbols or exchanges):
@@ -380,8 +404,8 @@ class Planner:
         once all of it went (until then a returning demand replaces the scope with a hello)."""
         if link.empty:
             return None
-        exchanges, budget = _pack(sorted(link.exchange_ids), self._budget)
-        symbols, _ = _pack(sorted(link.symbol_ids), budget)
+        room = self._room()
+        exchanges, symbols = room.take(sorted(link.exchange_ids)), room.take(sorted(link.symbol_ids))
         message = wire.Unsubscribe(
             subscribe_data_type=sorted(link.data_types),
             subscribe_filter_symbol_id=symbols or None,
@@ -397,16 +421,24 @@ class Planner:
         return message
 
 
-def _pack(items: Iterable[str], budget: int) -> tuple[list[str], int]:
-    """The leading `items` whose JSON fits `budget` bytes, and the budget left."""
-    taken: list[str] = []
-    for item in items:
-        cost = len(item.encode()) + 3  # the quotes and the comma
-        if cost > budget:
-            break
-        taken.append(item)
-        budget -= cost
-    return taken, budget
+@dataclass
+class _Room:
+    """What is left of one message: bytes for its filter lists, and filter items."""
+
+    bytes: int
+    items: int
+
+    def take(self, items: Iterable[str]) -> list[str]:
+        """The leading `items` that still fit, taken out of the room."""
+        taken: list[str] = []
+        for item in items:
+            cost = len(item.encode()) + 3  # the quotes and the comma
+            if cost > self.bytes or self.items == 0:
+                break
+            taken.append(item)
+            self.bytes -= cost
+            self.items -= 1
+        return taken
 
 
 def _decrement(counts: dict[str, int], key: str) -> bool:

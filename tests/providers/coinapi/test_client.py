@@ -283,3 +283,25 @@ def test_whatever_is_wanted_every_message_fits_and_every_accepted_stream_is_deli
         ids = [MAPPER.symbol_id(key.exchange, f"C{i}/USDT") for i in range(6)] if key.symbol is None else [
             MAPPER.symbol_id(key.exchange, key.symbol)]
         assert all(scope.wants("trade", sid) for sid in ids), key
+
+
+def test_short_ids_are_split_by_count_as_well_as_by_bytes() -> None:
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey("trade", "x", f"C{i}/U") for i in range(4_500)})  # `X_SPOT_C1_U$`: ~15 bytes each
+    messages = _bring_up_to_date(planner, link)
+    items = [len(m.subscribe_filter_symbol_id or ()) for m in messages]
+    assert sum(items) == 4_500 and max(items) < client.MAX_MESSAGE_ITEMS <= client.MAX_MESSAGE_BYTES // 15
+    assert max(map(_size, messages)) <= client.MAX_MESSAGE_BYTES
+
+
+def test_the_scope_stays_inside_what_a_server_holds_per_data_type() -> None:
+    """A server counts a scope's filters once per data type: ticker and book streams (trade,
+    quote, ohlcv, book50) quadruple them, so 4,900 symbol filters would not fit 16,384 items."""
+    planner = client.Planner(MAPPER)
+    link = planner.attach()
+    planner.add({StreamKey(dt, ex, f"C{i}/U") for dt in ("ticker", "book") for ex in ("binance", "okx") for i in range(2_450)})
+    messages = _bring_up_to_date(planner, link)
+    scope = _server_scope(messages)
+    assert len(scope.data_types) == 4 and scope.size <= client.MAX_SCOPE_ITEMS
+    assert link.exchange_ids == {"BINANCE"} and len(link.symbol_ids) == 2_450  # 4,900 < 5,000 symbols, yet collapsed
