@@ -108,9 +108,18 @@ async def test_provider_error_text_reaches_only_the_log_and_redacted(autojump_cl
 # ---------------------------------------------------------------------------- CoinAPI's limits
 
 
-async def test_a_huge_scope_goes_out_in_messages_within_coinapi_limits(autojump_clock, nursery, emulator, make_adapter) -> None:
+@pytest.mark.parametrize(
+    ("datatypes", "per_exchange", "collapsed"),
+    [
+        (("trade",), 2_000, 8),  # 20,000 symbols: more than 5,000 symbol filters
+        (("ticker", "book"), 480, 2),  # 4,800 symbols, but 4 upstream types: a server holds 4,095 of each
+    ],
+)
+async def test_a_huge_scope_goes_out_in_messages_within_coinapi_limits(
+    autojump_clock, nursery, emulator, make_adapter, datatypes, per_exchange, collapsed
+) -> None:
     exchanges = [f"ex{i}" for i in range(10)]
-    wanted = {StreamKey("trade", ex, f"C{i}/USDT") for ex in exchanges for i in range(2_000)}  # 20,000 symbols
+    wanted = {StreamKey(dt, ex, f"C{i}/USDT") for dt in datatypes for ex in exchanges for i in range(per_exchange)}
     adapter = make_adapter()
     set_wanted(adapter, wanted)
     await nursery.start(adapter.run)
@@ -119,9 +128,10 @@ async def test_a_huge_scope_goes_out_in_messages_within_coinapi_limits(autojump_
     sizes = [len(json.dumps(m, separators=(",", ":")).encode()) for m in record.messages]
     assert record.closed_at is None and max(sizes) <= client.MAX_MESSAGE_BYTES and len(sizes) >= 2
     scope = emulator.scopes[record.id]
-    assert scope.wants("trade", "EX0_SPOT_C1999_USDT") and scope.wants("trade", "EX9_SPOT_C0_USDT")
-    # Beyond 5,000 symbol filters the largest exchanges went exchange-wide: 8 exchanges + 4,000 symbols.
-    assert adapter.health().subscriptions == 8 + 4_000
+    assert scope.wants("trade", f"EX0_SPOT_C{per_exchange - 1}_USDT") and scope.wants("trade", "EX9_SPOT_C0_USDT")
+    # Beyond what fits, the largest exchanges went exchange-wide; the server refused nothing.
+    assert adapter.health().subscriptions == collapsed + per_exchange * (10 - collapsed)
+    assert scope.size <= client.MAX_SCOPE_ITEMS and adapter.health().reconnects == 0
 
 
 async def test_a_stream_that_cannot_fit_is_rejected_and_never_sent(autojump_clock, nursery, emulator, make_adapter, recorder) -> None:
