@@ -1,8 +1,11 @@
 """Per-connection flood control: a token bucket, and the strikes that end a flooding client. Pure.
 
 Owns: whether one client message may be applied now. A bucket holds up to `burst` tokens and
-refills at `rate` tokens per second; every client message takes one. A message that finds the
-bucket empty is refused: the dialect answers it with its protocol's error and does not apply it
+refills at `rate` tokens per second; every client message takes one, and one more for each
+further `BYTES_PER_TOKEN` bytes it carries (`message_cost`): the work a request costs grows with
+its size (each channel is parsed and answered), so a client sending 64 KiB subscribes pays for
+them, while ordinary small messages cost exactly one. A message that finds too few tokens is
+refused: the dialect answers it with its protocol's error and does not apply it
 (so a flood costs one reply each, never the work the message asked for). `strikes` refusals in a
 row mean the client keeps flooding instead of slowing down: that one gets the error and a close
 (`FLOOD_CLOSE_CODE`). An allowed message ends the run of strikes.
@@ -14,9 +17,17 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+#: A message costs one token per this many bytes (rounded down, plus one): pings and ordinary
+#: subscribes cost 1, a 64 KiB subscribe of thousands of channels 17.
+BYTES_PER_TOKEN: Final = 4096
 #: WebSocket close code for a client cut off for flooding: policy violation.
 FLOOD_CLOSE_CODE: Final = 1008
 FLOOD_CLOSE_REASON: Final = "too many messages"
+
+
+def message_cost(message: str | bytes) -> int:
+    """Tokens one client message takes (characters stand in for bytes: no encoding is paid for)."""
+    return 1 + len(message) // BYTES_PER_TOKEN
 
 
 class Verdict(enum.Enum):
@@ -41,11 +52,13 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
             self._stamp = now
 
-    def take(self, now: float) -> bool:
-        """Take one token at `now`; False (nothing taken) when the bucket is empty."""
+    def take(self, now: float, tokens: int = 1) -> bool:
+        """Take `tokens` (at most `burst`: a cost the bucket can never hold would refuse forever)
+        at `now`; False, and nothing taken, when there are fewer."""
         self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        wanted = min(float(tokens), self.burst)
+        if self.tokens >= wanted:
+            self.tokens -= wanted
             return True
         return False
 
@@ -64,9 +77,9 @@ class FloodGuard:
         self.run = 0  # refusals in a row
         self.refused = 0  # refusals in all (for counters and tests)
 
-    def check(self, now: float) -> Verdict:
-        """The verdict on one client message arriving at `now`."""
-        if self.bucket.take(now):
+    def check(self, now: float, cost: int = 1) -> Verdict:
+        """The verdict on one client message of `cost` tokens (`message_cost`) arriving at `now`."""
+        if self.bucket.take(now, cost):
             self.run = 0
             return Verdict.ALLOW
         self.run += 1

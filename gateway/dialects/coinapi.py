@@ -47,7 +47,7 @@ from gateway.context import GatewayContext
 from gateway.dialects.coinapi_frames import HEARTBEAT_FRAME, CoinApiFrames, control_frame, producible
 from gateway.dialects.coinapi_scope import BOOK_KINDS, LIMIT_FAMILY, Coverage, refusal
 from gateway.dialects.coinapi_throttle import Throttle
-from gateway.flood import Verdict
+from gateway.flood import Verdict, message_cost
 from gateway.hub import Frames, Hub, queue_market
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse
@@ -133,7 +133,7 @@ class CoinApiSession:
             return
         now = self._clock()
         with self.hub.batch():  # one re-plan for all the streams this changes
-            if self.guard.check(now) is not Verdict.ALLOW:
+            if self.guard.check(now, message_cost(message)) is not Verdict.ALLOW:
                 self._flooded()
                 return
             outcome = self.protocol.receive(message, now)

@@ -17,8 +17,8 @@ answer with the channel they sent, in order), so a stream a provider refused lat
 here: it simply carries no data, as a quiet symbol would. Tickers are latest-wins (a lagging client
 gets the newest ticker of each symbol, never a stale queue), so nothing a ticker client needs is
 ever dropped, and an upstream gap is healed by the next ticker, which carries the full state.
-Hostile clients: every message takes a token of the connection's bucket (`gateway.flood`); one
-over the rate is answered RATE_LIMITED and not applied, and a client that keeps flooding gets that
+Hostile clients: every message takes tokens of the connection's bucket (`gateway.flood`: one,
+and one per further 4 KiB); one over the rate is answered RATE_LIMITED and not applied, and a client that keeps flooding gets that
 and the close (1008). A new channel beyond `limits.max_streams` distinct streams on the gateway is
 SUBSCRIPTION_LIMIT, like the per-connection limit. A decoder fault (outside its contract) is
 answered INVALID_JSON by the server, and counted and logged here in one line.
@@ -38,7 +38,7 @@ import trio
 
 from gateway.context import GatewayContext
 from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
-from gateway.flood import Verdict
+from gateway.flood import Verdict, message_cost
 from gateway.hub import CodecSubscriber, Frames, Hub
 from gateway.outbox import DroppedWindow
 from gateway.server import HttpRequest, HttpResponse
@@ -143,7 +143,7 @@ class LuziaSession(CodecSubscriber):
         self._apply(opening)
 
     def on_message(self, message: str | bytes) -> None:
-        verdict = self.guard.check(self.endpoint.clock())
+        verdict = self.guard.check(self.endpoint.clock(), message_cost(message))
         if verdict is not Verdict.ALLOW:
             self._flooded(verdict)
             return

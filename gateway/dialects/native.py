@@ -13,9 +13,9 @@ MessagePack stream, are read as JSON. A request naming more than `MAX_CHANNELS_P
 channels is INVALID_REQUEST and nothing of it is applied. Channels over a cap are refused
 together: one SUBSCRIPTION_LIMIT error after the `subscribed` replies, naming how many (and
 which) were refused — per connection (`server.max_subscriptions_per_client`), or for the gateway
-(`limits.max_streams` distinct streams); nothing already subscribed is lost. Each message takes a
-token of the connection's bucket (`gateway.flood`): a message over the rate is answered
-RATE_LIMITED and not applied, and `limits.flood_strikes` of them in a row end with the error and a
+(`limits.max_streams` distinct streams); nothing already subscribed is lost. Each message takes
+tokens of the connection's bucket (`gateway.flood`: one, and one per further 4 KiB): a message
+over the rate is answered RATE_LIMITED and not applied, and `limits.flood_strikes` of them in a row end with the error and a
 close (1008).
 Never: lets a client message raise out of `on_message`, or applies a refused message.
 """
@@ -31,7 +31,7 @@ import msgspec
 import trio
 
 from gateway.context import GatewayContext, bearer_token
-from gateway.flood import FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON, Verdict
+from gateway.flood import FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON, Verdict, message_cost
 from gateway.hub import CodecSubscriber
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
@@ -227,7 +227,7 @@ class NativeSession(CodecSubscriber):
     def on_message(self, message: str | bytes) -> None:
         if self._closed:
             return  # closing for flooding: nothing more is answered
-        verdict = self.guard.check(self._clock())
+        verdict = self.guard.check(self._clock(), message_cost(message))
         with self.hub.batch():  # one update per source for all the streams this changes
             self._replies = []
             if verdict is Verdict.ALLOW:

@@ -15,7 +15,7 @@ from gateway.config import parse
 from gateway.context import GatewayContext
 from gateway.dialects.luzia import LuziaEndpoint
 from gateway.dialects.native import CODECS, NativeSession
-from gateway.flood import FloodGuard, TokenBucket, Verdict
+from gateway.flood import FloodGuard, TokenBucket, Verdict, message_cost
 from gateway.hub import Hub
 from gateway.outbox import Outbox
 from providers.coinapi import server as coinapi_server
@@ -38,6 +38,17 @@ def test_the_bucket_allows_a_burst_then_one_message_per_token_at_exact_times():
     assert guard.check(0.5) is Verdict.REFUSE
     assert guard.check(0.5) is Verdict.CLOSE  # the second refusal in a row
     assert guard.refused == 3
+
+
+def test_a_message_costs_a_token_per_4_kib_and_never_more_than_the_burst():
+    assert [message_cost(m) for m in ("", "x" * 4095, "x" * 4096, b"x" * 65536)] == [1, 1, 2, 17]
+    guard = FloodGuard(rate=1.0, burst=20, strikes=3, now=0.0)
+    assert guard.check(0.0, cost=17) is Verdict.ALLOW  # a 64 KiB subscribe
+    assert guard.check(0.0, cost=17) is Verdict.REFUSE  # three tokens left: not enough for another
+    assert guard.check(0.0, cost=3) is Verdict.ALLOW  # but enough for three pings' worth
+    huge = FloodGuard(rate=1.0, burst=5, strikes=3, now=0.0)
+    assert huge.check(0.0, cost=17) is Verdict.ALLOW  # capped at the burst: never refused forever
+    assert huge.bucket.tokens == 0.0
 
 
 def test_a_full_bucket_stays_full_and_a_clock_stepping_back_refills_nothing():
@@ -299,7 +310,7 @@ async def test_a_coinapi_connection_silent_past_the_auth_deadline_gets_the_error
 
 
 def test_a_coinapi_scope_cannot_grow_without_bound_through_ids_that_cover_no_stream():
-    endpoint, adapter = _coinapi()
+    endpoint, adapter = _coinapi(limits="message_burst = 1000")  # big messages cost tokens by size
     session = make_session(endpoint)
     per_message = coinapi_server.MAX_FILTER_ITEMS
     for batch in range(coinapi_server.MAX_SCOPE_ITEMS // per_message):
