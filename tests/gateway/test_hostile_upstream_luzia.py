@@ -60,13 +60,14 @@ async def test_hostile_frames_at_full_rate_are_counted_and_other_clients_keep_re
             await _subscribe(ws_btc, "ticker:binance:BTC/USDT")
             await _subscribe(ws_eth, "ticker:coinbase:ETH/USDT")
             await _tickers(ws_btc, 1)
+            emulator.rate = 0  # as fast as the emulator can send
             emulator.interleave = HOSTILE_FRAMES  # one before every ticker frame, on every connection
             btc = await _tickers(ws_btc, 50)
             eth = await _tickers(ws_eth, 50)
             health = await _health(gateway)
     luzia = health["providers"]["luzia"]
     assert luzia["state"] == "connected" and luzia["reconnects"] == 0
-    assert luzia["malformed_frames"] == emulator.interleaved_sent >= 100
+    assert 100 <= luzia["malformed_frames"] <= emulator.interleaved_sent  # the rest still in flight
     assert health["contained_errors"] == {}  # nothing reached an encoder it could crash
     for messages, symbol in ((btc, "BTC/USDT"), (eth, "ETH/USDT")):
         tickers = [m for m in messages if m["type"] == "ticker"]
