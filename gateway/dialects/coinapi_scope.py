@@ -180,14 +180,24 @@ class Coverage:
             self._resettle(self._under.get((key.datatype, key.exchange), ()), was)
 
     def _index(self, key: StreamKey, step: int) -> None:
-        groups = [self._of_datatype.setdefault(key.datatype, set())]
+        """Index `key` (step +1) or drop it from the indexes (step -1): by data type, and symbol
+        keys also by (data type, exchange)."""
+        by_datatype = self._of_datatype.get(key.datatype)
+        if by_datatype is None:
+            by_datatype = self._of_datatype[key.datatype] = set()
+        under = None
         if key.symbol is not None:
-            groups.append(self._under.setdefault((key.datatype, key.exchange), set()))
-        for group in groups:
-            if step > 0:
-                group.add(key)
-            else:
-                group.discard(key)
+            under = self._under.get((key.datatype, key.exchange))
+            if under is None:
+                under = self._under[(key.datatype, key.exchange)] = set()
+        if step > 0:
+            by_datatype.add(key)
+            if under is not None:
+                under.add(key)
+        else:
+            by_datatype.discard(key)
+            if under is not None:
+                under.discard(key)
 
     def _resettle(self, keys: Iterable[StreamKey], was: dict[StreamKey, bool]) -> None:
         """Re-judge the keys a wider key shadows, after it appeared or went."""
