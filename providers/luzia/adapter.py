@@ -20,6 +20,7 @@ change of it is followed by one of these. The stream-level events come from `str
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Set
@@ -57,6 +58,10 @@ STALE_CHECK_SECONDS: Final = 1.0
 #: (indexing, one encode per codec, every client's queue), so 40,000 streams going stale at once
 #: stalled every client for ~0.9 s in one step; a slice of this size is a step of ~1 ms.
 STALE_REPORT_SLICE: Final = 64
+#: A provider's error texts are logged at most this often per connection slot: each costs a
+#: redaction (~1 ms for a few hundred characters against a long key), and a provider repeating an
+#: error at full rate must flood neither the log nor the CPU. The rest are counted in the next line.
+ERROR_LOG_INTERVAL: Final = 1.0
 #: Which connection states win when health sums up the slots (best first).
 _STATE_RANK: Final[tuple[ConnectionStateName, ...]] = ("connected", "connecting", "backoff", "auth_rejected", "stopped")
 
@@ -73,6 +78,8 @@ class _Slot:
     scope: trio.CancelScope | None = None
     conn: LuziaConnection | None = None  # the current or last connection
     lost_at: float | None = None  # Trio time of the last frame before a connection was lost
+    errors_logged_at: float = -math.inf  # when a provider error text was last logged
+    errors_unlogged: int = 0  # provider errors since then whose text was not logged
 
 
 class _Retired(Exception):
@@ -320,7 +327,8 @@ class LuziaAdapter:
                 return True
             events = self._normalized(message, route, ts_gateway)
         except MalformedFrame as exc:
-            log.debug("%s: skipped a ticker: %s", self.name, self._redact(str(exc)))
+            if log.isEnabledFor(logging.DEBUG):  # the redaction costs more than the frame
+                log.debug("%s: skipped a ticker: %s", self.name, self._redact(str(exc)))
             return False
         self._streams.seen(route.keys, trio.current_time())
         for event in events:
@@ -343,12 +351,21 @@ class LuziaAdapter:
         code = error_code(message)
         self._last_error = f"connection {slot.id}: the provider reported {code}"
         said = detail(message)
-        log.warning("%s: connection %d: %s%s", self.name, slot.id, code, f" ({self._redact(said)!r})" if said else "")
+        self._log_error(slot, code, said)
         if message.code in ("INVALID_CHANNEL", "SUBSCRIPTION_LIMIT"):
             channel = conn.subs.blame(said)
             if channel is not None:
                 conn.subs.refused(channel)
                 self._channel_refused(slot, conn, channel, message.code)
+
+    def _log_error(self, slot: _Slot, code: str, said: str | None) -> None:
+        now = trio.current_time()
+        if now - slot.errors_logged_at < ERROR_LOG_INTERVAL:
+            slot.errors_unlogged += 1
+            return
+        more = f"; {slot.errors_unlogged} more errors since the last line" if slot.errors_unlogged else ""
+        slot.errors_logged_at, slot.errors_unlogged = now, 0
+        log.warning("%s: connection %d: %s%s%s", self.name, slot.id, code, f" ({self._redact(said)!r})" if said else "", more)
 
     def _channel_refused(self, slot: _Slot, conn: LuziaConnection, channel: str, code: str) -> None:
         """INVALID_CHANNEL: never again (until no longer wanted). SUBSCRIPTION_LIMIT: learn the real

@@ -160,7 +160,7 @@ class LuziaConnection:
         """Count it (the adapter's totals, this connection's run); a run too long ends it."""
         self.counters.bad()
         self.malformed_run += 1
-        if exc is not None:
+        if exc is not None and log.isEnabledFor(logging.DEBUG):  # the redaction costs more than the frame
             log.debug("luzia: skipped a malformed frame: %s", self._redact(str(exc)))
         if self.malformed_run >= MALFORMED_RUN_LIMIT:
             raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row")

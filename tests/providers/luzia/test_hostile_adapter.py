@@ -6,6 +6,7 @@ exceeds the tier's limits, and what cannot fit is refused in our words."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import trio
@@ -131,3 +132,17 @@ async def test_whatever_is_wanted_nothing_sent_exceeds_the_tiers_limits(autojump
     refused = recorder.matching(is_status("rejected"))
     assert len(refused) == len(instruments) - capacity and {e.reason for _, e in refused} == {DOES_NOT_FIT}
     assert adapter.health().subscriptions == capacity and adapter.health().last_error is None  # no error earned
+
+
+async def test_a_provider_repeating_errors_is_logged_at_most_once_a_second(autojump_clock, nursery, make_adapter, recorder, emulator, caplog):
+    caplog.set_level(logging.WARNING)
+    adapter = await _start(nursery, make_adapter(), BTC)
+    await recorder.wait_for(of_type("ticker"))  # t = 0.25
+    for _ in range(1000):
+        await emulator.inject('{"type":"error","code":"INVALID_REQUEST","message":"no"}')
+    await trio.sleep_until(1.25)
+    await emulator.inject('{"type":"error","code":"INVALID_REQUEST","message":"still no"}')
+    await recorder.wait_for(of_type("ticker"), 6)
+    lines = [r.getMessage() for r in caplog.records if "INVALID_REQUEST" in r.getMessage()]
+    assert lines == ["lz: connection 0: INVALID_REQUEST ('no')", "lz: connection 0: INVALID_REQUEST ('still no'); 999 more errors since the last line"]
+    assert adapter.health().last_error == "connection 0: the provider reported INVALID_REQUEST"
