@@ -18,8 +18,8 @@ here: it simply carries no data, as a quiet symbol would. Tickers are latest-win
 gets the newest ticker of each symbol, never a stale queue), so nothing a ticker client needs is
 ever dropped, and an upstream gap is healed by the next ticker, which carries the full state.
 Hostile clients: every message takes tokens of the connection's bucket (`gateway.flood`: one,
-and one per further 4 KiB); one over the rate is answered RATE_LIMITED and not applied, and a client that keeps flooding gets that
-and the close (1008). A new channel beyond `limits.max_streams` distinct streams on the gateway is
+and one per further 4 KiB); one over the rate is answered RATE_LIMITED and not applied, and a
+client that keeps flooding gets that and the close (1008). A new channel beyond `limits.max_streams` distinct streams on the gateway is
 SUBSCRIPTION_LIMIT, like the per-connection limit. A decoder fault (outside its contract) is
 answered INVALID_JSON by the server, and counted and logged here in one line.
 Never: blocks in `on_message` (the hub is synchronous), or writes to the socket (the peer does).
@@ -46,7 +46,7 @@ from gateway.wsframe import text_frame
 from gateway.wspeer import WebSocketPeer
 from providers.luzia import denormalize, wire
 from providers.luzia.grammar import Channel, TierLimits
-from providers.luzia.server import Access, Output, ServerConnection, Terms
+from providers.luzia.server import Access, Output, ServerConnection, State, Terms
 from schemas import Event, Gap, Status, Ticker
 from schemas.streams import StreamKey
 
@@ -143,6 +143,8 @@ class LuziaSession(CodecSubscriber):
         self._apply(opening)
 
     def on_message(self, message: str | bytes) -> None:
+        if self.conn.state is not State.OPEN:
+            return  # rejected, shut down or closed for flooding: nothing more is answered or counted
         verdict = self.guard.check(self.endpoint.clock(), message_cost(message))
         if verdict is not Verdict.ALLOW:
             self._flooded(verdict)

@@ -214,6 +214,8 @@ def test_a_luzia_flood_is_rate_limited_then_closed_and_releases_its_channels():
     assert peer.sent() == [{"type": "subscribed", "channel": "ticker:a"}, rate_limited, rate_limited]
     assert peer.closed == (1008, "too many messages")
     assert adapter.wanted == frozenset()  # released with the close
+    session.on_message('{"type":"ping"}')  # before the socket is gone: nothing answered, nothing counted
+    assert peer.sent() == [] and session.ctx.counters.flood_closed == 1
 
 
 # ----- CoinAPI -----------------------------------------------------------------------------
