@@ -83,7 +83,7 @@ class WebSocketPeer:
         self.session: Session | None = None
         self._scope = trio.CancelScope()
         self._reader_done = False
-        self._last_heard = trio.current_time()
+        self._last_heard = 0.0  # set when `run` starts: a peer is plain data until then
         self._sending_since: float | None = None  # when the write now in progress began
         self._writer_done = False
 
@@ -102,9 +102,19 @@ class WebSocketPeer:
 
     async def accept(self, trailing: bytes) -> None:
         """Answer 101 and start speaking WebSocket; `trailing` is what the client sent after the request."""
-        await self.stream.send_all(self._ws.send(AcceptConnection()))
+        await self.stream.send_all(self.accepted())
         if trailing:
             self._ws.receive_data(trailing)
+
+    def accepted(self) -> bytes:
+        """The 101 answer; from here on the peer speaks WebSocket."""
+        return self._ws.send(AcceptConnection())
+
+    def receive(self, data: bytes, session: Session) -> bool:
+        """Bytes from the client (b"" at EOF) into wsproto and on to `session`; False once the
+        conversation is over. Pure: the reader task is its only caller besides tests."""
+        self._ws.receive_data(data or None)
+        return self._handle_events(session)
 
     def shutdown(self, code: int, reason: str) -> None:
         """A planned close: the dialect's goodbye (if it has one) and then the close frame."""
@@ -162,6 +172,7 @@ class WebSocketPeer:
     async def run(self, session: Session) -> None:
         """Serve until the client closes, the connection breaks, or `close()` was called."""
         self.session = session
+        self._last_heard = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -193,11 +204,10 @@ class WebSocketPeer:
         while True:
             try:
                 data = bytes(await self.stream.receive_some(_RECEIVE_CHUNK))
-                self._last_heard = trio.current_time()
+                self._last_heard = 0.0  # set when `run` starts: a peer is plain data until then
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            self._ws.receive_data(data or None)
-            if not self._handle_events(session) or not data:
+            if not self.receive(data, session) or not data:
                 return
 
     def _handle_events(self, session: Session) -> bool:
@@ -231,7 +241,7 @@ class WebSocketPeer:
     def _collect(self, event: TextMessage | BytesMessage, session: Session) -> bool:
         data: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
         self._parts.append(data)
-        self._size += len(data)
+        self._size += len(data) if isinstance(data, bytes) else len(data.encode())  # bytes, not characters
         self._fragments += event.frame_finished  # empty fragments count too: each costs work
         if self._size > self.limits.max_message_bytes:
             self.close(*TOO_BIG)

@@ -2,10 +2,12 @@
 
 from collections import Counter
 
+import h11
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from gateway.config import ServerConfig
 from gateway.guard import (
     BAD_KEY,
     BAD_TARGET,
@@ -25,6 +27,7 @@ from gateway.guard import (
     check_handshake,
     parse_target,
 )
+from gateway.server import HttpRequest, Server
 
 POLICY = Policy.build("gw.lan", allowed_hosts=["box.example", "pinned.example:9000"],
                       allowed_origins=["https://App.example/"])
@@ -166,3 +169,61 @@ def test_connection_count_matches_a_plain_model(ops):
             model[address] -= 1
         assert count.total == sum(model.values())
         assert count.by_address == {k: v for k, v in model.items() if v}
+
+
+def _admitted(head: bytes):
+    """A request head through h11 and the server's admission (the pure part of `Server`)."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return "h11"  # answered with h11's status by the server
+    if not isinstance(event, h11.Request):
+        return "incomplete"
+    result = Server(app=None, server=ServerConfig(allowed_origins=["https://app.example"]))._admit(event)
+    assert isinstance(result, (HttpRequest, Refusal))
+    return result
+
+
+#: What h11 lets through in a header value (visible Latin-1), and in a request target (visible ASCII).
+FIELD_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters="\x7f"),
+                     max_size=30).map(lambda t: t.encode("latin-1"))
+TARGET_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40).map(str.encode)
+
+
+def _field(*likely: bytes) -> st.SearchStrategy[bytes | None]:
+    """Mostly values that matter, sometimes absent, now and then raw bytes (h11 refuses most)."""
+    common = st.sampled_from([None, *likely])
+    return st.one_of(common, common, common, FIELD_TEXT)
+
+
+HEADS = st.fixed_dictionaries({
+    b"Host": _field(b"localhost", b"127.0.0.1:8765", b"[::1]", b"evil.example", b"localhost.evil", b"\xff"),
+    b"Origin": _field(b"http://localhost:3000", b"https://app.example", b"null", b"https://evil.example"),
+    b"Upgrade": _field(b"websocket", b"WebSocket", b"h2c"),
+    b"Connection": _field(b"Upgrade", b"keep-alive, upgrade", b"close"),
+    b"Sec-WebSocket-Key": _field(KEY.encode(), b"c2hvcnQ="),
+    b"Sec-WebSocket-Version": _field(b"13", b"8", b" 13"),
+})
+_TARGET = st.sampled_from([b"/", b"/stream", b"/stream?format=msgpack&x=%41", b"*", b"http://[::1", b"%zz", b"/%ff",
+                           b"/a%00", b"http://evil.example/stream"])
+TARGETS = st.one_of(_TARGET, _TARGET, TARGET_TEXT, TARGET_TEXT.map(lambda t: b"/" + t), st.binary(max_size=40))
+
+
+@given(TARGETS, st.sampled_from([b"GET", b"GET", b"POST", b"HEAD"]), HEADS)
+@example(b"/" + b"[" * 10_000, b"GET", {b"Host": b"localhost"})
+@example(b"/stream", b"GET", {b"Host": b"localhost", b"Origin": b"http://localhost@evil.example",
+                              b"Upgrade": b"websocket", b"Connection": b"Upgrade",
+                              b"Sec-WebSocket-Key": KEY.encode(), b"Sec-WebSocket-Version": b"13"})
+def test_any_request_head_is_a_request_a_refusal_or_h11s_error(target, method, fields):
+    head = method + b" " + target + b" HTTP/1.1\r\n"
+    head += b"".join(k + b": " + v + b"\r\n" for k, v in fields.items() if v is not None) + b"\r\n"
+    result = _admitted(head)
+    event(type(result).__name__ if not isinstance(result, Refusal) else str(result.status))
+    if isinstance(result, HttpRequest):  # served: only with a Host we answer to and, for upgrades, an allowed Origin
+        assert Policy.build("127.0.0.1").check_host(result.headers["host"]) is None
+        if result.headers.get("upgrade", "").lower() == "websocket":
+            assert result.method == "GET" and result.headers["sec-websocket-version"].strip() == "13"
+            assert Policy.build("127.0.0.1", allowed_origins=["https://app.example"]).check_origin(
+                result.headers.get("origin")) is None
