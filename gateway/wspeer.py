@@ -204,7 +204,7 @@ class WebSocketPeer:
         while True:
             try:
                 data = bytes(await self.stream.receive_some(_RECEIVE_CHUNK))
-                self._last_heard = 0.0  # set when `run` starts: a peer is plain data until then
+                self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if not self.receive(data, session) or not data:
