@@ -56,10 +56,11 @@ class StalenessTracker(Generic[K]):
         self._fresh.move_to_end(key)
         return since
 
-    def newly_stale(self, now: float) -> list[K]:
-        """The streams that crossed the threshold since the last call."""
+    def newly_stale(self, now: float, limit: int | None = None) -> list[K]:
+        """The streams that crossed the threshold since the last call, oldest first; at most
+        `limit` of them (the next call finds the rest, so a burst of tens of thousands is sliced)."""
         out: list[K] = []
-        while self._fresh:
+        while self._fresh and (limit is None or len(out) < limit):
             key, last = next(iter(self._fresh.items()))
             if now - last < self.stale_after:
                 break

@@ -71,7 +71,7 @@ async def test_a_client_that_drops_the_connection_does_not_take_the_gateway_down
     """The how-to scripts are killed, not closed: the gateway sees EOF without a close frame.
     (This client also sends its hello in the same packet as its upgrade request.)"""
     gateway = await _gateway(nursery)
-    upgrade = (b"GET /v1/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    upgrade = (b"GET /v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     payload = _hello(**BITSTAMP_TRADES).encode()
     with trio.fail_after(HANG_GUARD):

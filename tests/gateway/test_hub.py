@@ -277,7 +277,7 @@ async def test_a_refused_provider_gets_its_demand_back_when_its_key_retry_comes(
     await trio.sleep(60)  # the retry comes round at 60 s
     assert hub.serving["quote"] == "ca" and lz.wanted == frozenset() and ca.usable
     told = [(e["state"], e["reason"]) for e in _decoded(client) if e["type"] == "status"]
-    assert told[0] == ("rejected", "AuthRejected: Invalid API key")
+    assert told[0] == ("rejected", "AuthRejected: the provider refused the key")
     assert ("connected", "quote now served by lz") in told and ("connected", "quote now served by ca") in told
     hub.publish(quote(provider="ca"))
     assert [e["provider"] for e in _decoded(client)] == ["ca"]

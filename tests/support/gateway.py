@@ -55,7 +55,7 @@ class MemoryClient:
 
     async def connect(self, path: str = "/stream", headers: list[tuple[bytes, bytes]] | None = None) -> WebSocketConnection:
         """A trio-websocket client (it answers pings itself), living in the test's nursery."""
-        return await wrap_client_stream(self.nursery, self.stream(), "gateway.test", path, extra_headers=headers)
+        return await wrap_client_stream(self.nursery, self.stream(), "127.0.0.1", path, extra_headers=headers)
 
     @asynccontextmanager
     async def websocket(
@@ -65,7 +65,7 @@ class MemoryClient:
         upgrade raises `ConnectionRejected` itself."""
         try:
             async with trio.open_nursery() as nursery:
-                ws = await wrap_client_stream(nursery, self.stream(), "gateway.test", path, extra_headers=headers)
+                ws = await wrap_client_stream(nursery, self.stream(), "127.0.0.1", path, extra_headers=headers)
                 try:
                     yield ws
                 finally:
@@ -77,7 +77,7 @@ class MemoryClient:
     async def http(self, path: str, extra: bytes = b"", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
         """One HTTP/1.1 request: (status, lower-case headers, body)."""
         stream = self.stream()
-        request = b"%s %s HTTP/1.1\r\nhost: gateway.test\r\nconnection: close\r\n%s\r\n"
+        request = b"%s %s HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n%s\r\n"
         await stream.send_all(request % (method.encode(), path.encode(), extra))
         data = b""
         while chunk := await stream.receive_some(65536):
