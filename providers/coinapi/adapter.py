@@ -390,7 +390,8 @@ class CoinApiAdapter:
         interval = min(1.0, self._router.tracker.stale_after / 2)
         while True:
             await trio.sleep(interval)
-            self._router.check_stale(trio.current_time())
+            now = trio.current_time()
+            await _sliced(lambda: self._router.check_stale(now))
             await _sliced(lambda: self._router.report_stale(self._clock_ns()))
 
     async def _tell_gaps(self) -> None:

@@ -276,13 +276,15 @@ class StreamRouter:
                 self.gaps([key], from_ns, event.ts_gateway, "stale")
         self._sink(event)
 
-    def check_stale(self, now: float) -> None:
-        """Queue the wanted streams that have just gone silent for `stale_after` seconds; then
-        `report_stale` reports them, a slice at a time."""
+    def check_stale(self, now: float, limit: int | None = STALE_SLICE) -> bool:
+        """Queue up to `limit` wanted streams that have just gone silent for `stale_after` seconds
+        (then `report_stale` reports them, a slice at a time); True when there may be more to find,
+        so a burst of tens of thousands is found a slice at a time too."""
         self.expire(now)
-        stale = self.tracker.newly_stale(now)
+        stale = self.tracker.newly_stale(now, limit)
         self._unreported.update(stale)
         self._unreported_order.extend(stale)
+        return limit is not None and len(stale) >= limit
 
     def report_stale(self, now_ns: int, limit: int = STALE_SLICE) -> bool:
         """A stale Status for up to `limit` queued streams; True while more are queued."""

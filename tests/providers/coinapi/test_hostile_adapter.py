@@ -290,8 +290,16 @@ def test_a_stream_that_delivers_or_leaves_before_its_turn_is_not_reported() -> N
 def test_report_stale_says_whether_more_are_queued(count: int) -> None:
     router = StreamRouter("capi", SymbolMapper(), lambda event: None, stale_after=1.0)
     router.add([StreamKey("trade", "kraken", f"C{i}/USD") for i in range(count)], 0.0)
-    router.check_stale(1.0)
+    router.check_stale(1.0, limit=None)
     assert router.report_stale(0) is (count > STALE_SLICE)
+
+
+@pytest.mark.parametrize("count", [0, 1, STALE_SLICE, STALE_SLICE + 1])
+def test_check_stale_finds_a_burst_a_slice_at_a_time(count: int) -> None:
+    router = StreamRouter("capi", SymbolMapper(), lambda event: None, stale_after=1.0)
+    router.add([StreamKey("trade", "kraken", f"C{i}/USD") for i in range(count)], 0.0)
+    assert router.check_stale(1.0) is (count >= STALE_SLICE)  # True: call again, more may be stale
+    assert len(router._unreported) == min(count, STALE_SLICE)
 
 
 def test_sequence_counters_per_connection_are_bounded(monkeypatch) -> None:
