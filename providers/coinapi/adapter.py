@@ -37,6 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Set
+from functools import partial
 from typing import Final
 
 import trio
@@ -391,7 +392,7 @@ class CoinApiAdapter:
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
-            await _sliced(lambda: self._router.check_stale(now))
+            await _sliced(partial(self._router.check_stale, now))
             await _sliced(lambda: self._router.report_stale(self._clock_ns()))
 
     async def _tell_gaps(self) -> None:
