@@ -382,8 +382,8 @@ class LuziaAdapter:
     async def _watch_staleness(self) -> None:
         while True:
             await trio.sleep(STALE_CHECK_SECONDS)
-            self._streams.check_stale(trio.current_time())
-            while self._streams.report_stale(STALE_REPORT_SLICE):
+            now = trio.current_time()  # one check, however many slices: it ends
+            while self._streams.report_stale(now, STALE_REPORT_SLICE):
                 await trio.lowlevel.checkpoint()  # let the clients' writers (and everyone else) run
 
     def _status(self, state: Literal["connected", "disconnected", "rejected"], *, reason: str) -> None:

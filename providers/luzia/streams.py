@@ -14,10 +14,10 @@ change: each call costs what it changes (staleness is ordered by last data, so a
 at the streams that went stale).
 
 Tens of thousands of streams can go stale in the same second (an exchange-wide channel goes
-quiet), and every `stale` status goes through the hub to its clients: `check_stale` only marks
-them (cheap), and `report_stale(limit)` tells at most `limit` at a time, so the adapter can yield
-between slices. A stream that recovers, or stops being wanted, before its turn is never reported
-stale (its recovery then has the gap but no `recovered`: nobody was told it was stale).
+quiet), and every `stale` status goes through the hub to its clients: `report_stale(now, limit)`
+takes at most `limit` of them from the tracker (`newly_stale(now, limit)`), so the adapter can
+yield between slices. A stream that delivers, or stops being wanted, before its turn was never
+stale at all (as if the check had come a moment later).
 
 Gap bounds are the wall-clock time of the moment that ends the gap (`clock_ns`), minus the silent
 window as measured on the monotonic clock.
@@ -25,7 +25,6 @@ window as measured on the monotonic clock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final, Literal, NamedTuple
 
@@ -85,9 +84,6 @@ class Streams:
         self._routes: dict[Need, Route] = {}  # served needs only
         self._refusals: dict[str, str] = {}  # channel → why the server refused it
         self._reported: set[StreamKey] = set()  # unserved streams already reported
-        # Stale, `stale` not yet reported, oldest first. An OrderedDict: taking from the front of a
-        # plain dict walks over every entry deleted there before (quadratic for 40,000).
-        self._stale_untold: OrderedDict[StreamKey, None] = OrderedDict()
 
     # ---- demand ---------------------------------------------------------------------------------
 
@@ -120,7 +116,7 @@ class Streams:
             need = (stream.exchange or "", stream.symbol)
             streams = self._of_need.get(need, set())
             streams.discard(stream)
-            self._untrack(stream)
+            self.staleness.remove((stream,))
             self._reported.discard(stream)
             if streams:
                 self._show(need, None)
@@ -180,7 +176,7 @@ class Streams:
                 self._needs_of.pop(channel, None)
         if not keep_clock:
             for stream in self._routes.pop(need, Route(False, False, ())).keys:
-                self._untrack(stream)
+                self.staleness.remove((stream,))
 
     def _show(self, need: Need, now: float | None) -> None:
         """Bring routing and staleness in line with the need's streams; report what is unserved."""
@@ -188,7 +184,7 @@ class Streams:
         if need not in self._served:
             self._routes.pop(need, None)
             for stream in streams:
-                self._untrack(stream)
+                self.staleness.remove((stream,))
                 self._report_unserved(stream)
             return
         datatypes = {s.datatype for s in streams}
@@ -230,30 +226,17 @@ class Streams:
         for key in keys:
             since = self.staleness.seen(key, now)
             if since is not None:
-                if key in self._stale_untold:
-                    del self._stale_untold[key]  # never told it was stale: no `recovered` either
-                else:
-                    self._status("recovered", stream=key.channel())
+                self._status("recovered", stream=key.channel())
                 self._gap(key, since, now, "stale")
 
-    def check_stale(self, now: float) -> int:
-        """Mark the streams silent for `stale_after` at `now`; how many wait to be reported."""
-        untold = self._stale_untold
-        for key in self.staleness.newly_stale(now):
-            untold[key] = None
-        return len(untold)
-
-    def report_stale(self, limit: int) -> bool:
-        """Report up to `limit` of the streams marked stale, oldest first; True if more wait."""
-        untold, reason = self._stale_untold, f"no data for {self.staleness.stale_after:g} s"
-        for _ in range(min(limit, len(untold))):
-            key, _none = untold.popitem(last=False)
+    def report_stale(self, now: float, limit: int) -> bool:
+        """A `stale` status for at most `limit` of the streams silent for `stale_after` at `now`,
+        oldest first; True if there may be more."""
+        keys = self.staleness.newly_stale(now, limit)
+        reason = f"no data for {self.staleness.stale_after:g} s"
+        for key in keys:
             self._status("stale", stream=key.channel(), reason=reason)
-        return bool(untold)
-
-    def _untrack(self, stream: StreamKey) -> None:
-        self.staleness.remove((stream,))
-        self._stale_untold.pop(stream, None)
+        return len(keys) == limit
 
     def reconnect_gaps(self, channels: Iterable[str], since: float, now: float) -> None:
         """The connection carrying `channels` was lost at `since` and is back at `now`."""

@@ -57,11 +57,10 @@ def test_a_silent_stream_goes_stale_and_recovers_with_a_gap_of_its_silence():
     streams = _streams(events)
     streams.want(BTC_TICKER, 10.0)
     streams.serve(("binance", "BTC/USDT"), "ticker:binance:BTC/USDT", 10.0)
-    assert streams.check_stale(39.9) == 0 and not streams.report_stale(10)
+    assert not streams.report_stale(39.9, 10)
     assert not events
-    assert streams.check_stale(40.0) == 1 and not events  # marked, not told yet
-    assert not streams.report_stale(10)
-    assert streams.check_stale(41.0) == 0 and not streams.report_stale(10)  # said once
+    assert not streams.report_stale(40.0, 10)  # one, and no more to come
+    assert not streams.report_stale(41.0, 10)  # said once
     assert [(e.state, e.stream) for e in events] == [("stale", "ticker:binance:BTC/USDT")]
     streams.seen((BTC_TICKER,), 45.5)
     status, gap = events[1:]
@@ -116,9 +115,8 @@ def _many(events: list, count: int) -> tuple[Streams, list[StreamKey]]:
 def test_streams_going_stale_together_are_told_in_slices_oldest_first():
     events: list = []
     streams, keys = _many(events, 1000)
-    assert streams.check_stale(30.0) == 1000 and not events
     told = []
-    while streams.report_stale(128):
+    while streams.report_stale(30.0, 128):
         told.append(len(events))
     told.append(len(events))
     assert told == [128, 256, 384, 512, 640, 768, 896, 1000]
@@ -126,15 +124,11 @@ def test_streams_going_stale_together_are_told_in_slices_oldest_first():
     assert streams.staleness.stale_count == 1000
 
 
-def test_a_stream_that_recovers_or_goes_before_its_turn_is_never_told_stale():
+def test_a_stream_that_delivers_or_goes_before_its_turn_is_never_told_stale():
     events: list = []
     streams, keys = _many(events, 3)
-    streams.check_stale(30.0)
-    streams.seen((keys[0],), 31.0)  # recovered before its turn: the gap, but no status
-    assert streams.unwant(keys[1]) == [("binance", "X1/USDT")]
-    assert not streams.report_stale(10)
-    assert [(type(e).__name__, getattr(e, "state", None), e.symbol if isinstance(e, Gap) else e.stream) for e in events] == [
-        ("Gap", None, "X0/USDT"),
-        ("Status", "stale", "ticker:binance:X2/USDT"),
-    ]
-    assert events[0].to_ts - events[0].from_ts == 31 * NS
+    assert streams.report_stale(30.0, 1)  # X0 told; X1 and X2 wait for the next slice
+    streams.seen((keys[1],), 30.5)  # fresh again before its turn: never stale, no gap
+    assert streams.unwant(keys[2]) == [("binance", "X2/USDT")]
+    assert not streams.report_stale(30.0, 1)
+    assert [(e.state, e.stream) for e in events] == [("stale", "ticker:binance:X0/USDT")]
