@@ -201,7 +201,9 @@ def test_a_native_session_answers_everything_with_replies_of_its_protocol(frame)
         session = _native(fmt)
         session.on_message(frame)
         replies = _native_replies(session)
-        assert replies, "every message is answered"
+        request = outcome(native.parse_request, frame, msgpack=fmt == "msgpack")
+        if not (isinstance(request, (native.Subscribe, native.Unsubscribe)) and not request.channels):
+            assert replies, "every message is answered (but an empty channel list asks for nothing)"
         for reply in replies:
             assert reply["type"] in {"subscribed", "unsubscribed", "pong", "error"}
         session.on_close()
