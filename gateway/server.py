@@ -118,10 +118,7 @@ class Server:
 
     async def _serve_admitted(self, stream: trio.abc.Stream, address: str | None) -> None:
         try:
-            # Host defends against DNS rebinding, which reaches us only over the network.
-            # Transitional: in-process streams (tests) are exempt until every test client sends
-            # a loopback Host; production streams are always sockets.
-            await self._serve(stream, check_host=address is not None or isinstance(stream, trio.SocketStream))
+            await self._serve(stream)
         finally:
             self.connections.release(address)
 
@@ -137,7 +134,7 @@ class Server:
         finally:
             self._refusing -= 1
 
-    async def _serve(self, stream: trio.abc.Stream, check_host: bool = True) -> None:
+    async def _serve(self, stream: trio.abc.Stream) -> None:
         if self.socket_buffer and isinstance(stream, trio.SocketStream):
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
@@ -146,7 +143,7 @@ class Server:
                 request = await self._next_request(stream, conn, self.limits.request_timeout_seconds)
                 if request is None:
                     return
-                parsed = self._admit(request, check_host)
+                parsed = self._admit(request)
                 if isinstance(parsed, Refusal):
                     await _send_refusal(stream, parsed)
                     return
@@ -164,13 +161,13 @@ class Server:
         except Exception:
             log.exception("connection from a client failed; closing only that connection")
 
-    def _admit(self, request: h11.Request, check_host: bool = True) -> HttpRequest | Refusal:
+    def _admit(self, request: h11.Request) -> HttpRequest | Refusal:
         """The request as routes see it, or why no route may see it."""
         target = parse_target(request.target.decode("latin-1"))
         if isinstance(target, Refusal):
             return target
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-        refusal = self.policy.check_host(headers.get("host")) if check_host else None
+        refusal = self.policy.check_host(headers.get("host"))
         if refusal is not None:
             return refusal
         parsed = HttpRequest(request.method.decode("ascii", "replace"), target.path, target.query, headers)

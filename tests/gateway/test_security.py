@@ -97,8 +97,9 @@ async def test_two_origins_on_one_upgrade_are_refused(nursery):
 ])
 async def test_a_rebinding_host_is_refused_on_http_and_on_upgrades(nursery, request_head):
     hub, server = _server()
-    status, _ = await _status(server, nursery, request_head)
-    assert status == 421
+    for address in ("127.0.0.1", None):  # None: a stream that cannot say where it came from
+        status, _ = await _status(server, nursery, request_head, address)
+        assert status == 421
     assert not server.peers and hub.client_count() == 0
 
 

@@ -29,7 +29,7 @@ CONFIG = parse('[providers.ca]\nkind = "coinapi"\nemulate = true\n[routes]\ntrad
 def _server(usable=True, local_keys=None):
     hub = Hub(CONFIG.routes)
     hub.add_source(FakeAdapter("ca", {"trade", "quote"}, usable=usable))
-    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, local_keys)), ServerConfig(client_buffer=64, allowed_hosts=["gateway.test"]))
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, local_keys)), ServerConfig(client_buffer=64))
 
 
 @pytest.fixture

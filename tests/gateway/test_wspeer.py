@@ -27,7 +27,7 @@ SUBSCRIBE = b'{"type":"subscribe","channels":["trade:binance"]}'
 def _server():
     hub = Hub(CONFIG.routes)
     hub.add_source(FakeAdapter("ca", {"trade", "quote"}))
-    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), ServerConfig(client_buffer=64, allowed_hosts=["gateway.test"]))
+    return hub, Server(GatewayApp(GatewayContext(CONFIG, hub, None)), ServerConfig(client_buffer=64))
 
 
 async def test_a_silent_client_is_pinged_then_cut_off_and_its_subscriptions_freed(autojump_clock, nursery):
