@@ -45,8 +45,8 @@ from providers.luzia.client import DEFAULT_URL, Planner, detail, error_code, web
 from providers.luzia.connection import LuziaConnection
 from providers.luzia.grammar import Need, tier_limits
 from providers.luzia.policy import LuziaPolicy
-from providers.luzia.streams import Route, Streams
-from schemas import Event, Status
+from providers.luzia.streams import Streams
+from schemas import Status
 from schemas.instruments import canonical_exchange
 from schemas.streams import StreamKey
 
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 STALE_CHECK_SECONDS: Final = 1.0
 #: Stale statuses told in one go before yielding to the event loop. Each costs the hub ~15 µs
 #: (indexing, one encode per codec, every client's queue), so 40,000 streams going stale at once
-#: stalled every client for ~0.9 s in one step; a slice of this size is a step of ~1 ms.
+#: stalled every client for 0.6-0.9 s in one step; a slice of this size is a step of ~1 ms.
 STALE_REPORT_SLICE: Final = 64
 #: A provider's error texts are logged at most this often per connection slot: each costs a
 #: redaction (~1 ms for a few hundred characters against a long key), and a provider repeating an
@@ -325,7 +325,7 @@ class LuziaAdapter:
             route = self._streams.route(*normalize.instrument_of(message))
             if route is None:
                 return True
-            events = self._normalized(message, route, ts_gateway)
+            events = normalize.events(message, provider=self.name, ts_gateway=ts_gateway, ticker=route.ticker, quote=route.quote)
         except MalformedFrame as exc:
             if log.isEnabledFor(logging.DEBUG):  # the redaction costs more than the frame
                 log.debug("%s: skipped a ticker: %s", self.name, self._redact(str(exc)))
@@ -334,16 +334,6 @@ class LuziaAdapter:
         for event in events:
             self._sink(event)
         return True
-
-    def _normalized(self, message: wire.Ticker, route: Route, ts_gateway: int) -> list[Event]:
-        events: list[Event] = []
-        if route.ticker:
-            events.append(normalize.ticker_event(message, provider=self.name, ts_gateway=ts_gateway))
-        if route.quote:
-            quote = normalize.quote_event(message, provider=self.name, ts_gateway=ts_gateway)
-            if quote is not None:
-                events.append(quote)
-        return events
 
     def _on_error(self, slot: _Slot, conn: LuziaConnection, message: wire.Error) -> None:
         """An error that does not end the session. Health and statuses name only its code; what

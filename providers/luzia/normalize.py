@@ -57,50 +57,67 @@ def _ns(value: wire.Timestamp | None) -> int | None:
     return ns
 
 
-def _checked(data: wire.TickerData) -> wire.TickerData:
+def _checked(data: wire.TickerData) -> None:
     require_price(data.last, data.bid, data.ask, data.high, data.low, data.open, data.close)
     require_size(data.volume, data.quoteVolume)
     require_signed(data.change, data.changePercent)
-    return data
+
+
+def events(msg: wire.Ticker, *, provider: str, ts_gateway: int, ticker: bool, quote: bool) -> list[Ticker | Quote]:
+    """The ticker and/or the quote one message carries, in that order: the instrument, both times
+    and every value are read and checked once, however many of the two are wanted. No quote when
+    the message has neither bid nor ask."""
+    data = msg.data
+    exchange, symbol = instrument_of(msg)
+    ts_exchange, ts_provider = _ns(data.timestamp), _ns(msg.timestamp)
+    out: list[Ticker | Quote] = []
+    if ticker:
+        _checked(data)
+        out.append(
+            Ticker(
+                provider=provider,
+                ts_gateway=ts_gateway,
+                exchange=exchange,
+                symbol=symbol,
+                ts_exchange=ts_exchange,
+                ts_provider=ts_provider,
+                last=data.last if data.last is not None else data.close,
+                bid=data.bid,
+                ask=data.ask,
+                open=data.open,
+                high=data.high,
+                low=data.low,
+                volume=data.volume,
+                quote_volume=data.quoteVolume,
+                change=data.change,
+                change_percent=data.changePercent,
+            )
+        )
+    if quote and (data.bid is not None or data.ask is not None):
+        if not ticker:
+            require_price(data.bid, data.ask)
+        out.append(
+            Quote(
+                provider=provider,
+                ts_gateway=ts_gateway,
+                exchange=exchange,
+                symbol=symbol,
+                ts_exchange=ts_exchange,
+                ts_provider=ts_provider,
+                bid_price=data.bid,
+                ask_price=data.ask,
+            )
+        )
+    return out
 
 
 def ticker_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Ticker:
-    data = _checked(msg.data)
-    exchange, symbol = instrument_of(msg)
-    return Ticker(
-        provider=provider,
-        ts_gateway=ts_gateway,
-        exchange=exchange,
-        symbol=symbol,
-        ts_exchange=_ns(data.timestamp),
-        ts_provider=_ns(msg.timestamp),
-        last=data.last if data.last is not None else data.close,
-        bid=data.bid,
-        ask=data.ask,
-        open=data.open,
-        high=data.high,
-        low=data.low,
-        volume=data.volume,
-        quote_volume=data.quoteVolume,
-        change=data.change,
-        change_percent=data.changePercent,
-    )
+    (event,) = events(msg, provider=provider, ts_gateway=ts_gateway, ticker=True, quote=False)
+    assert type(event) is Ticker
+    return event
 
 
 def quote_event(msg: wire.Ticker, *, provider: str, ts_gateway: int) -> Quote | None:
     """The best bid/ask a ticker carries, as a Quote; None when it carries neither side."""
-    data = msg.data
-    if data.bid is None and data.ask is None:
-        return None
-    require_price(data.bid, data.ask)
-    exchange, symbol = instrument_of(msg)
-    return Quote(
-        provider=provider,
-        ts_gateway=ts_gateway,
-        exchange=exchange,
-        symbol=symbol,
-        ts_exchange=_ns(data.timestamp),
-        ts_provider=_ns(msg.timestamp),
-        bid_price=data.bid,
-        ask_price=data.ask,
-    )
+    found = events(msg, provider=provider, ts_gateway=ts_gateway, ticker=False, quote=True)
+    return found[0] if found and type(found[0]) is Quote else None

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from providers.common.errors import MalformedFrame, UnknownMessage
 from providers.luzia import normalize, wire
-from schemas import json_encoder
+from schemas import Quote, Ticker, json_encoder
 from schemas.timeutil import format_iso_ns
 
 # Plain decimal notation as a JSON number: integer digits, optional fraction, within the price
@@ -159,3 +159,13 @@ def test_a_ticker_with_a_non_finite_number_is_a_malformed_frame(value):
     bid_only = wire.decode_server(head + '{"bid":' + value + "}}")
     with pytest.raises(MalformedFrame):
         normalize.quote_event(bid_only, provider="lz", ts_gateway=1)
+
+
+def test_one_message_gives_the_ticker_and_the_quote_wanted_with_the_same_times():
+    message = wire.decode_server(_ticker_frame("2.5"))
+    ticker, quote = normalize.events(message, provider="lz", ts_gateway=7, ticker=True, quote=True)
+    assert (type(ticker), type(quote)) == (Ticker, Quote)
+    assert (ticker.ts_exchange, ticker.ts_provider) == (quote.ts_exchange, quote.ts_provider) == (1706004800000000000, 1706004800050000000)
+    assert normalize.events(message, provider="lz", ts_gateway=7, ticker=False, quote=False) == []
+    no_sides = wire.decode_server('{"type":"ticker","exchange":"kraken","symbol":"BTC-USD","data":{"last":1.5}}')
+    assert normalize.events(no_sides, provider="lz", ts_gateway=7, ticker=False, quote=True) == []
