@@ -12,8 +12,9 @@ write. Policy when the queue holds `limit` frames (the client is not keeping up)
   judged by bytes, not by how many replies one request earned: once more than `control_bytes`
   bytes of control frames wait between two takes, `on_overflow` is called once (the owner cuts the
   client off with `abort`, its close frame alone) and nothing more is queued. The other half of
-  the rule, a socket that accepts nothing for a while, is the writer's (`gateway.wspeer`).
+  the rule, a socket that accepts nothing for a while, is the peer's watchdog (`gateway.wspeer`).
 Once `close()` or `abort()` has been called nothing more is queued: no frame may follow a close frame.
+The outbox never blocks, never touches a socket, and never drops a control frame it accepted.
 """
 
 from __future__ import annotations
