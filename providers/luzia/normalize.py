@@ -19,6 +19,7 @@ must be ASCII: regex digits and `int()` read other scripts' digits as numbers, w
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypedDict
 
 from providers.common.errors import MalformedFrame
 from providers.common.values import require_price, require_signed, require_size, require_ts
@@ -63,51 +64,36 @@ def _checked(data: wire.TickerData) -> None:
     require_signed(data.change, data.changePercent)
 
 
+class _Head(TypedDict):
+    """What the ticker and the quote of one message share."""
+
+    provider: str
+    ts_gateway: int
+    exchange: str
+    symbol: str
+    ts_exchange: int | None
+    ts_provider: int | None
+
+
 def events(msg: wire.Ticker, *, provider: str, ts_gateway: int, ticker: bool, quote: bool) -> list[Ticker | Quote]:
     """The ticker and/or the quote one message carries, in that order: the instrument, both times
     and every value are read and checked once, however many of the two are wanted. No quote when
     the message has neither bid nor ask."""
     data = msg.data
     exchange, symbol = instrument_of(msg)
-    ts_exchange, ts_provider = _ns(data.timestamp), _ns(msg.timestamp)
+    head = _Head(provider=provider, ts_gateway=ts_gateway, exchange=exchange, symbol=symbol,
+                 ts_exchange=_ns(data.timestamp), ts_provider=_ns(msg.timestamp))
     out: list[Ticker | Quote] = []
     if ticker:
         _checked(data)
-        out.append(
-            Ticker(
-                provider=provider,
-                ts_gateway=ts_gateway,
-                exchange=exchange,
-                symbol=symbol,
-                ts_exchange=ts_exchange,
-                ts_provider=ts_provider,
-                last=data.last if data.last is not None else data.close,
-                bid=data.bid,
-                ask=data.ask,
-                open=data.open,
-                high=data.high,
-                low=data.low,
-                volume=data.volume,
-                quote_volume=data.quoteVolume,
-                change=data.change,
-                change_percent=data.changePercent,
-            )
-        )
+        last = data.last if data.last is not None else data.close
+        out.append(Ticker(**head, last=last, bid=data.bid, ask=data.ask, open=data.open, high=data.high, low=data.low,
+                          volume=data.volume, quote_volume=data.quoteVolume, change=data.change,
+                          change_percent=data.changePercent))
     if quote and (data.bid is not None or data.ask is not None):
         if not ticker:
             require_price(data.bid, data.ask)
-        out.append(
-            Quote(
-                provider=provider,
-                ts_gateway=ts_gateway,
-                exchange=exchange,
-                symbol=symbol,
-                ts_exchange=ts_exchange,
-                ts_provider=ts_provider,
-                bid_price=data.bid,
-                ask_price=data.ask,
-            )
-        )
+        out.append(Quote(**head, bid_price=data.bid, ask_price=data.ask))
     return out
 
 
