@@ -7,6 +7,7 @@ WebSocket routes of the one port live here; each dialect's behaviour lives in `g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import urllib.parse
@@ -109,6 +110,7 @@ class GatewayApp:
             "events_in": self.hub.events_in,
             "events_unrouted": self.hub.events_unrouted,  # from a provider not serving that data type now
             "contained_errors": self.hub.failures.counts,  # codec/delivery/tap errors kept from the sources
+            "clients_refused": dataclasses.asdict(self.ctx.counters),  # malformed, rate-limited, over-cap, ...
             "providers": providers,
         }
         return json_response(200 if serving else 503, body)

@@ -86,7 +86,8 @@ async def test_healthz_without_a_local_key_tells_only_up_or_down():
 )
 async def test_healthz_with_a_local_key_gives_the_detail(request_):
     body = msgspec.json.decode((await _app().http(request_)).body)
-    assert {"status", "providers", "routes", "contained_errors"} <= set(body)
+    assert {"status", "providers", "routes", "contained_errors", "clients_refused"} <= set(body)
+    assert body["clients_refused"]["rate_limited"] == 0
 
 
 async def test_healthz_with_a_wrong_local_key_gives_no_detail():
