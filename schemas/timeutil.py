@@ -12,9 +12,12 @@ import re
 import time
 from functools import lru_cache
 
+# `[0-9]`, not `\d`: `\d` (and `int()`) take other scripts' digits, which no provider means.
 _ISO = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:[.,]([0-9]{1,9}))?(Z|[+-][0-9]{2}:?[0-9]{2})?"
 )
+#: UTC offsets in use run from -12:00 to +14:00.
+_MAX_OFFSET_HOURS = 14
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 
@@ -43,7 +46,10 @@ def _offset_seconds(zone: str | None) -> int:
     if zone is None or zone == "Z":
         return 0
     digits = zone[1:].replace(":", "")
-    offset = int(digits[:2]) * 3600 + int(digits[2:]) * 60
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > _MAX_OFFSET_HOURS or minutes > 59:
+        raise TimestampError(f"not a UTC offset: {zone!r}")
+    offset = hours * 3600 + minutes * 60
     return -offset if zone[0] == "+" else offset
 
 

@@ -63,3 +63,13 @@ def test_the_fast_path_agrees_with_the_slow_one_and_survives_a_full_cache():
     assert len(timeutil._prefix_seconds) <= timeutil._PREFIX_CACHE_LIMIT
     with pytest.raises(TimestampError):
         parse_iso_ns(format_iso_ns(ns, 7)[:-2] + "xZ")  # a cached prefix does not excuse a bad fraction
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2025-01-14T16:49:58+99:99", "2025-01-14T16:49:58+15:00", "2025-01-14T16:49:58-12:60",
+     "٢٠٢٥-01-14T16:49:58Z", "2025-01-14T１６:49:58Z"],
+)
+def test_offsets_no_zone_has_and_other_scripts_digits_are_not_timestamps(text):
+    with pytest.raises(TimestampError):
+        parse_iso_ns(text)
