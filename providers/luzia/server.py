@@ -52,9 +52,7 @@ import re
 from collections.abc import Callable
 from typing import Final, NamedTuple, Protocol
 
-import msgspec
-
-from providers.common.errors import RequestError
+from providers.common.errors import MalformedFrame, RequestError, UnknownMessage
 from providers.luzia import wire
 from providers.luzia.grammar import Channel, ChannelError, TierLimits, parse_channel
 from schemas.instruments import SHOWN_CHARS
@@ -75,9 +73,6 @@ CLOSE_SHUTDOWN: Final = 1001
 MAX_CHANNELS_PER_REQUEST: Final = 4096
 #: Ours (Luzia documents no WebSocket rate-limit code).
 RATE_LIMITED: Final = "RATE_LIMITED"
-
-_decoder: Final = msgspec.json.Decoder()
-
 
 class State(enum.Enum):
     IDLE = "idle"  # no upgrade request seen yet
@@ -164,26 +159,25 @@ def connected(terms: Terms) -> wire.Connected:
 
 
 def parse_request(text: str | bytes) -> wire.ClientMessage:
-    """One client message → a request; RequestError with Luzia's code and wording."""
+    """One client message → a request; RequestError with Luzia's code and wording. The decoding
+    rules (what is INVALID_JSON, INVALID_REQUEST, UNKNOWN_TYPE) are `wire.decode_client`'s."""
     try:
-        raw = _decoder.decode(text)
-    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested thousands deep
+        message = wire.decode_client(text)
+    except wire.NotJson:
         raise RequestError("INVALID_JSON", "Invalid JSON") from None
+    except MalformedFrame as exc:
+        raise RequestError("INVALID_REQUEST", str(exc)) from None
     except Exception as exc:  # noqa: BLE001  defence in depth: still the client's answer, and reported
         raise DecoderFault(type(exc).__name__) from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise RequestError("INVALID_REQUEST", "Missing required field: type")
-    kind = raw["type"]
-    if kind == "ping":
-        return wire.Ping()
-    if kind not in ("subscribe", "unsubscribe"):
-        raise RequestError("UNKNOWN_TYPE", f"Unknown message type: {kind[:SHOWN_CHARS]}")
-    channels = raw.get("channels")
-    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+    if isinstance(message, UnknownMessage):
+        raise RequestError("UNKNOWN_TYPE", f"Unknown message type: {message.type[:SHOWN_CHARS]}")
+    if isinstance(message, wire.Ping):
+        return message
+    if not message.channels:
         raise RequestError("INVALID_REQUEST", "Missing required field: channels")
-    if len(channels) > MAX_CHANNELS_PER_REQUEST:
+    if len(message.channels) > MAX_CHANNELS_PER_REQUEST:
         raise RequestError("INVALID_REQUEST", f"Too many channels in one request (max {MAX_CHANNELS_PER_REQUEST})")
-    return wire.Subscribe(channels=channels) if kind == "subscribe" else wire.Unsubscribe(channels=channels)
+    return message
 
 
 def _error(code: str, message: str) -> wire.Error:

@@ -267,7 +267,7 @@ def test_a_luzia_decoder_fault_is_invalid_json_counted_and_logged_once(monkeypat
     peer = FakePeer()
     session = endpoint.open_session(peer, Request({}))
     peer.sent()
-    monkeypatch.setattr(luzia_server, "_decoder", _Broken())
+    monkeypatch.setattr(luzia_server.wire, "decode_client", _Broken().decode)
     with caplog.at_level(logging.WARNING):
         session.on_message('{"type":"ping"}')
     assert peer.sent() == [{"type": "error", "code": "INVALID_JSON", "message": "Invalid JSON"}]
