@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -42,7 +43,7 @@ import traceback
 import trio
 from stress_support.control import split_cpus
 from stress_support.loads import LOADS, QUICK, Load, Measure, Report, Scale
-from stress_support.rig import healthz, open_rig, tracebacks
+from stress_support.rig import Rig, healthz, open_rig, tracebacks
 
 LOAD_TIMEOUT = 90.0  # one load, rig included; a load that hangs is reported, the run goes on
 LEFTOVER_TIMEOUT = 5.0  # for the gateway to let go of the load's clients after they closed
@@ -50,6 +51,7 @@ LEFTOVER_TIMEOUT = 5.0  # for the gateway to let go of the load's clients after 
 
 async def run_load(load: Load, scale: Scale) -> Report:
     report = Report(load.name)
+    folder = ""
     try:
         with trio.fail_after(LOAD_TIMEOUT):
             async with open_rig(limits=load.limits(scale), policy=load.policy(scale)) as rig:
@@ -61,14 +63,19 @@ async def run_load(load: Load, scale: Scale) -> Report:
                 report.rss_peak = rig.rss()[1]
                 await _verdict(rig, report)
                 report.tracebacks = tracebacks(rig.logs["gateway"])
-                if report.tracebacks or "MISMATCH" in " ".join(line for line, _ in report.lines):
-                    report.notes.append(f"gateway log: {rig.logs['gateway']}")
+                if report.tracebacks or not all(ok for _, ok in report.lines):
+                    report.notes.append(f"logs kept: {os.path.dirname(rig.logs['gateway'])}")
+                else:
+                    folder = os.path.dirname(rig.logs["gateway"])
     except Exception as exc:  # noqa: BLE001 (a broken load is a finding; the other loads still run)
         report.failed = _describe(exc)
+        return report
+    if folder:  # a clean load leaves nothing behind in /tmp; a load with a problem keeps its logs
+        shutil.rmtree(folder, ignore_errors=True)
     return report
 
 
-async def _verdict(rig, report: Report) -> None:  # type: ignore[no-untyped-def]
+async def _verdict(rig: Rig, report: Report) -> None:
     """After the load's clients left: what is left over, and is the gateway still serving."""
     await rig.upstream.ask("resume")
     await rig.bystander.ask("mark")
