@@ -199,6 +199,41 @@ async def _storm_client(native: Native, channels: list[str], until_t: float, int
     return sent
 
 
+async def _released(rig: Rig) -> int:
+    """Wait (bounded) until the gateway holds only the bystander's peer; its RSS then (KiB)."""
+    with trio.move_on_after(5):
+        while (await rig.gateway.ask("stats gc"))["peers"] > 1:  # noqa: ASYNC110 (another process)
+            await trio.sleep(0.1)
+    return rig.rss()[0]
+
+
+async def _storm_again(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, pool: list[str]) -> None:
+    """Two more floods with fresh clients, RSS after each once its clients are gone: growth from
+    round 2 to round 3 is a leak; RSS that stays is the allocator's high-water mark (the first
+    rounds raise it, as any burst of garbage does)."""
+    rss = [await _released(rig)]
+    await rig.upstream.ask("resume")
+    for round_ in (2, 3):
+        await _flood(rig, scale, m, nursery, pool, round_)
+        rss.append(await _released(rig))
+    grew = rss[2] - rss[1]
+    m.report.notes.append(f"storm: gateway RSS once each round's clients left: {' → '.join(f'{r / 1024:.1f}' for r in rss)} MiB "
+                          f"({grew / 1024:+.1f} MiB in round 3: "
+                          + ("no growth, freed memory reused)" if grew < 2048 else "GROWS: a leak per storm?)"))
+
+
+async def _flood(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, pool: list[str], round_: int) -> None:
+    clients = [await connect(rig.port, f"storm again {n}", nursery) for n in range(scale.storm_clients)]
+    await m.start(f"storm round {round_}: {scale.storm_clients} fresh clients, {scale.seconds / 2:g} s")
+    until_t = trio.current_time() + scale.seconds / 2
+    async with trio.open_nursery() as inner:
+        for i, native in enumerate(clients):
+            offset = (i * 7) % len(pool)
+            inner.start_soon(_storm_client, native, (pool[offset:] + pool[:offset])[: scale.storm_channels], until_t, None)
+    await m.window()
+    await close_all(clients)
+
+
 async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced: bool = False) -> None:
     rate = Limits().messages_per_second * 0.8 if paced else None
     await rig.upstream.ask("feed storm 10")
@@ -244,6 +279,8 @@ async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced
                           f"CPU / changes = {cpu / max(1, changes) * 1e6:.1f} µs, replies and the steady streams included); error replies "
                           f"{dict(errors) or 'none'}; {closed}/{len(clients)} clients closed by the gateway")
     await close_all(clients)
+    if not paced:
+        await _storm_again(rig, scale, m, nursery, pool)
 
 
 async def _settles(rig: Rig, m: Measure, clients: list[Native], channels: list[list[str]], sent: list[int]) -> None:
@@ -322,10 +359,7 @@ async def idle(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery) -> Non
     rss = []
     for round_ in (1, 2):
         await _idle_round(rig, scale, m, nursery, round_)
-        with trio.move_on_after(5):
-            while (await rig.gateway.ask("stats gc"))["peers"] > 1:  # noqa: ASYNC110 (another process)
-                await trio.sleep(0.1)
-        rss.append(rig.rss()[0])
+        rss.append(await _released(rig))
     m.report.notes.append(f"idle: gateway RSS after round 1 closed {rss[0] / 1024:.1f} MiB, after round 2 closed "
                           f"{rss[1] / 1024:.1f} MiB ({(rss[1] - rss[0]) / 1024:+.1f} MiB: "
                           + ("no growth, freed memory reused)" if rss[1] - rss[0] < 2048 else "GROWS: a leak per connection?)"))
