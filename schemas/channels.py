@@ -17,9 +17,30 @@ class ChannelError(ValueError):
     """Not a channel of this grammar; the message says which part is wrong."""
 
 
+#: Parsed channels, by their text: clients toggling subscriptions send the same few strings again
+#: and again, and parsing was ~40 % of a subscribe storm's cost. Bounded in entries and in the
+#: length of what is kept (a hostile client's long unique names are parsed, never kept).
+_parsed: dict[str, tuple[str, str | None, str | None]] = {}
+_PARSED_LIMIT = 65_536
+_CACHED_LENGTH = 96
+
+
 def parse_channel(text: str) -> tuple[str, str | None, str | None]:
     """`trade:Binance:btc-usdt` → (`trade`, `binance`, `BTC/USDT`); `trade:binance` → (…, None);
     `trade:*` → (`trade`, None, None)."""
+    try:
+        return _parsed[text]
+    except (KeyError, TypeError):  # TypeError: not hashable, so not a channel either
+        pass
+    parsed = _parse_channel(text)
+    if len(text) <= _CACHED_LENGTH:
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()  # rare: more distinct channels than any app asks for
+        _parsed[text] = parsed
+    return parsed
+
+
+def _parse_channel(text: str) -> tuple[str, str | None, str | None]:
     if not isinstance(text, str):
         raise ChannelError("a channel is a string")
     if not text.isascii():  # before `.lower()`: the Kelvin sign would become `k`

@@ -18,7 +18,7 @@ here: it simply carries no data, as a quiet symbol would. Tickers are latest-win
 gets the newest ticker of each symbol, never a stale queue), so nothing a ticker client needs is
 ever dropped, and an upstream gap is healed by the next ticker, which carries the full state.
 Hostile clients: every message takes tokens of the connection's bucket (`gateway.flood`: one,
-and one per further 4 KiB); one over the rate is answered RATE_LIMITED and not applied, and a
+and one per further 256 bytes); one over the rate is answered RATE_LIMITED and not applied, and a
 client that keeps flooding gets that and the close (1008). A new channel beyond `limits.max_streams` distinct streams on the gateway is
 SUBSCRIPTION_LIMIT, like the per-connection limit. A decoder fault (outside its contract) is
 answered INVALID_JSON by the server, and counted and logged here in one line.

@@ -14,7 +14,7 @@ channels is INVALID_REQUEST and nothing of it is applied. Channels over a cap ar
 together: one SUBSCRIPTION_LIMIT error after the `subscribed` replies, naming how many (and
 which) were refused — per connection (`server.max_subscriptions_per_client`), or for the gateway
 (`limits.max_streams` distinct streams); nothing already subscribed is lost. Each message takes
-tokens of the connection's bucket (`gateway.flood`: one, and one per further 4 KiB): a message
+tokens of the connection's bucket (`gateway.flood`: one, and one per further 256 bytes): a message
 over the rate is answered RATE_LIMITED and not applied, and `limits.flood_strikes` of them in a row end with the error and a
 close (1008).
 Never: lets a client message raise out of `on_message`, or applies a refused message.

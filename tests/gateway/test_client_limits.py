@@ -40,15 +40,17 @@ def test_the_bucket_allows_a_burst_then_one_message_per_token_at_exact_times():
     assert guard.refused == 3
 
 
-def test_a_message_costs_a_token_per_4_kib_and_never_more_than_the_burst():
-    assert [message_cost(m) for m in ("", "x" * 4095, "x" * 4096, b"x" * 65536)] == [1, 1, 2, 17]
-    guard = FloodGuard(rate=1.0, burst=20, strikes=3, now=0.0)
-    assert guard.check(0.0, cost=17) is Verdict.ALLOW  # a 64 KiB subscribe
-    assert guard.check(0.0, cost=17) is Verdict.REFUSE  # three tokens left: not enough for another
+def test_a_message_costs_a_token_per_256_bytes_and_never_more_than_the_burst():
+    assert [message_cost(m) for m in ("", "x" * 255, "x" * 256, b"x" * 4352)] == [1, 1, 2, 18]
+    guard = FloodGuard(rate=1.0, burst=40, strikes=3, now=0.0)
+    assert guard.check(0.0, cost=17) is Verdict.ALLOW  # a 4 KiB subscribe
+    assert guard.check(0.0, cost=17) is Verdict.ALLOW  # and another: 6 tokens left
+    assert guard.check(0.0, cost=17) is Verdict.REFUSE  # not enough for a third
     assert guard.check(0.0, cost=3) is Verdict.ALLOW  # but enough for three pings' worth
-    huge = FloodGuard(rate=1.0, burst=5, strikes=3, now=0.0)
-    assert huge.check(0.0, cost=17) is Verdict.ALLOW  # capped at the burst: never refused forever
-    assert huge.bucket.tokens == 0.0
+    huge = FloodGuard(rate=1.0, burst=10, strikes=3, now=0.0)
+    assert huge.check(0.0, cost=170) is Verdict.ALLOW  # capped at half the burst: never refused forever
+    assert huge.bucket.tokens == 5.0  # and a ping after it still goes through
+    assert huge.check(0.0, cost=1) is Verdict.ALLOW
 
 
 def test_a_full_bucket_stays_full_and_a_clock_stepping_back_refills_nothing():
@@ -312,7 +314,7 @@ async def test_a_coinapi_connection_silent_past_the_auth_deadline_gets_the_error
 
 
 def test_a_coinapi_scope_cannot_grow_without_bound_through_ids_that_cover_no_stream():
-    endpoint, adapter = _coinapi(limits="message_burst = 1000")  # big messages cost tokens by size
+    endpoint, adapter = _coinapi(limits="message_burst = 100000")  # big messages cost tokens by size
     session = make_session(endpoint)
     per_message = coinapi_server.MAX_FILTER_ITEMS
     for batch in range(coinapi_server.MAX_SCOPE_ITEMS // per_message):

@@ -50,3 +50,21 @@ def test_star_means_every_exchange():
 def test_non_strings_are_rejected():
     with pytest.raises(ChannelError):
         parse_channel(42)
+
+
+def test_parsed_channels_are_cached_within_bounds(monkeypatch):
+    from schemas import channels
+
+    monkeypatch.setattr(channels, "_parsed", {})
+    monkeypatch.setattr(channels, "_PARSED_LIMIT", 10)
+    for i in range(25):
+        assert channels.parse_channel(f"trade:binance:C{i}/USDT") == ("trade", "binance", f"C{i}/USDT")
+    assert 0 < len(channels._parsed) <= 10
+    long_name = "trade:binance:" + "A" * 200 + "/USDT"
+    channels.parse_channel(long_name)
+    assert long_name not in channels._parsed  # long names are parsed, never kept
+    for _ in range(2):  # an error is never cached: raised every time
+        with pytest.raises(channels.ChannelError):
+            channels.parse_channel("trade:binance:BTC/USDT:extra")
+    with pytest.raises(channels.ChannelError):
+        channels.parse_channel(["not", "hashable"])  # type: ignore[arg-type]
