@@ -60,7 +60,7 @@ def test_parsed_channels_are_cached_within_bounds(monkeypatch):
     for i in range(25):
         assert channels.parse_channel(f"trade:binance:C{i}/USDT") == ("trade", "binance", f"C{i}/USDT")
     assert 0 < len(channels._parsed) <= 10
-    long_name = "trade:binance:" + "A" * 200 + "/USDT"
+    long_name = "trade:" + " " * 100 + "binance:BTC/USDT"  # valid: parts are stripped
     channels.parse_channel(long_name)
     assert long_name not in channels._parsed  # long names are parsed, never kept
     for _ in range(2):  # an error is never cached: raised every time
