@@ -132,6 +132,13 @@ async def open_transport(
         raise _mapped_group(group) from None
 
 
+#: The largest provider message read. Every message below it is the decoders' business (decoded,
+#: or counted as malformed and skipped); one above it makes the library close the connection with
+#: 1009, which then reconnects — the one frame that can end a connection. Real messages are far
+#: smaller (a CoinAPI book50 snapshot is a few KiB); 16 MiB bounds the memory one frame may take.
+MAX_PROVIDER_MESSAGE: Final = 16 * 1024 * 1024
+
+
 async def connect_tcp(nursery: trio.Nursery, url: str, headers: Headers) -> WebSocketConnection:
     """The production connector: a real socket (TLS for wss://)."""
-    return await connect_websocket_url(nursery, url, extra_headers=headers)
+    return await connect_websocket_url(nursery, url, extra_headers=headers, max_message_size=MAX_PROVIDER_MESSAGE)

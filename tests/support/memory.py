@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from providers.common.transport import Connector, Headers
+from providers.common.transport import MAX_PROVIDER_MESSAGE, Connector, Headers
 
 StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
@@ -22,6 +22,8 @@ def memory_connector(serve: StreamHandler, handler_nursery: trio.Nursery) -> Con
         handler_nursery.start_soon(serve, server_end)
         parts = urllib.parse.urlsplit(url)
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return await wrap_client_stream(nursery, client_end, parts.hostname or "localhost", resource, extra_headers=headers)
+        return await wrap_client_stream(
+            nursery, client_end, parts.hostname or "localhost", resource, extra_headers=headers, max_message_size=MAX_PROVIDER_MESSAGE
+        )
 
     return connect

@@ -312,3 +312,17 @@ def test_sequence_counters_per_connection_are_bounded(monkeypatch) -> None:
         assert isinstance(message, wire.Trade)
         router.route(sequences, message, 1_736_873_398_000_000_000, 1.0)
     assert 1 <= len(sequences) <= 2
+
+
+async def test_a_frame_of_megabytes_is_one_malformed_frame_not_a_reconnect(autojump_clock, nursery, make_adapter, recorder) -> None:
+    """trio-websocket's default 1 MiB message limit used to end the connection (every stream of
+    the provider paused until the reconnect); up to `MAX_PROVIDER_MESSAGE` it is the decoders'."""
+    huge = '{"type":"trade","symbol_id":"' + "X" * (3 * 1024 * 1024) + '"}'
+    server = ScriptedServer([[trade_frame(SID, 1, "u1"), huge, trade_frame(SID, 2, "u2")]])
+    adapter = make_adapter(server)
+    set_wanted(adapter, {KRAKEN})
+    await nursery.start(adapter.run)
+    await trio.sleep(1)
+    health = adapter.health()
+    assert [t.trade_id for t in recorder.trades] == ["u1", "u2"]
+    assert (health.malformed_frames, health.reconnects) == (1, 0)
