@@ -25,6 +25,7 @@ from typing import Final
 from providers.base import EventSink
 from providers.coinapi import normalize, wire
 from providers.coinapi.grammar import SymbolMapper
+from providers.common.errors import MalformedFrame
 from providers.common.staleness import StalenessTracker
 from schemas import Book, Gap, Quote, Status, Ticker, Trade
 from schemas.streams import Stream, StreamKey
@@ -224,8 +225,12 @@ class StreamRouter:
             self._emit_market(book, "book", now)
 
     def _instrument(self, symbol_id: str) -> Instrument | None:
-        """Ours, or None: only an ASCII symbol id can be one (no Unicode case mapping makes one)."""
-        return self._mapper.instrument(symbol_id) if symbol_id.isascii() else None
+        """Ours, or None (an id of a market we do not map: skipped, as CoinAPI's filters send
+        extras). A non-ASCII id is no CoinAPI id at all: a malformed frame, counted by the caller
+        (and never case-mapped into one of ours)."""
+        if not symbol_id.isascii():
+            raise MalformedFrame("a symbol id is ASCII")
+        return self._mapper.instrument(symbol_id)
 
     def _ohlcv(self, sequences: Sequences, message: wire.Ohlcv, now_ns: int, now: float) -> None:
         instrument = self._instrument(message.symbol_id)

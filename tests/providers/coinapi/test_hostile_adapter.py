@@ -21,6 +21,7 @@ from providers.coinapi.streams import DEDUPE_WINDOW, STALE_SLICE, StreamRouter
 from providers.common.backoff import Backoff
 from providers.common.counters import MALFORMED_RUN_LIMIT
 from providers.common.emulator import FaultScript
+from providers.common.errors import MalformedFrame
 from schemas import Event, Gap, Status, Trade
 from schemas.streams import StreamKey
 from tests.providers.coinapi.hostile import PATHOLOGICAL
@@ -326,3 +327,12 @@ async def test_a_frame_of_megabytes_is_one_malformed_frame_not_a_reconnect(autoj
     health = adapter.health()
     assert [t.trade_id for t in recorder.trades] == ["u1", "u2"]
     assert (health.malformed_frames, health.reconnects) == (1, 0)
+
+
+@pytest.mark.parametrize("symbol_id", ["KRAKEN_SPOT_BTC_USß", "\u212aRAKEN_SPOT_BTC_USD"])
+def test_a_non_ascii_symbol_id_is_a_counted_malformed_frame(symbol_id: str) -> None:
+    router = StreamRouter("capi", SymbolMapper(), lambda event: None, stale_after=30.0)
+    router.add([KRAKEN], 0.0)
+    message = wire.decode_server(trade_frame(symbol_id, 1, "u1"))
+    with pytest.raises(MalformedFrame):  # the adapter counts it (before, it vanished uncounted)
+        router.route({}, message, 1, 1.0)
