@@ -85,6 +85,7 @@ class Server:
         self.policy = Policy.build(self.config.host, self.config.allowed_hosts, self.config.allowed_origins)
         self.connections = ConnectionCount(self.limits.max_connections, self.limits.max_connections_per_address)
         self._refusing = 0  # over-cap connections being answered 503 right now
+        self.heavy_gate = trio.Lock()  # heavy client reads take turns (wspeer.HEAVY_READ_BYTES)
         self.peers: set[WebSocketPeer] = set()
         self._peer_left = trio.Event()
         self.port: int | None = None
@@ -204,7 +205,7 @@ class Server:
 
     async def _upgrade(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, parsed: HttpRequest) -> None:
         outbox = Outbox(limit=self.client_buffer, control_bytes=self.limits.max_pending_control_bytes)
-        peer = WebSocketPeer(stream, request, outbox, limits=self.limits)
+        peer = WebSocketPeer(stream, request, outbox, limits=self.limits, heavy_gate=self.heavy_gate)
         if peer.check_upgrade() is not None:
             await _send_refusal(stream, Refusal(400, "not a valid WebSocket upgrade"))
             return

@@ -14,7 +14,7 @@ within CLOSE_GRACE_SECONDS): 1002 protocol violation, 1007 invalid UTF-8, 1009 m
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Final, Protocol
 
 import h11
 import trio
@@ -59,6 +59,13 @@ class Session(Protocol):
     def on_close(self) -> None: ...
 
 
+#: A read this big may carry requests that cost milliseconds to apply (a 1,000-channel subscribe
+#: takes ~10-20 ms). Such reads take turns through the server's `heavy_gate`, so that many at once
+#: (bench/stress.py: 39 clients subscribing 1,000 channels each stalled every other client for
+#: 0.7 s) cost the others one request's time per scheduler pass, not the sum of them all.
+HEAVY_READ_BYTES: Final = 4096
+
+
 class WebSocketPeer:
     """One client's WebSocket: a reader, a writer and a watchdog (pings, silence, stalled writes).
 
@@ -68,8 +75,10 @@ class WebSocketPeer:
     the client gets a close frame (1008 "not reading") if its socket takes it within the grace."""
 
     def __init__(self, stream: trio.abc.Stream, request: h11.Request, outbox: Outbox, *,
-                 limits: Limits | None = None, remote: tuple[str, int] | None = None) -> None:
+                 limits: Limits | None = None, remote: tuple[str, int] | None = None,
+                 heavy_gate: trio.Lock | None = None) -> None:
         self.stream = stream
+        self.heavy_gate = heavy_gate  # shared by every peer of one server: see HEAVY_READ_BYTES
         self.request = request
         self.outbox = outbox
         self.limits = limits or Limits()
@@ -207,7 +216,14 @@ class WebSocketPeer:
                 self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            if not self.receive(data, session) or not data:
+            if len(data) >= HEAVY_READ_BYTES and self.heavy_gate is not None:
+                # Acquiring yields, and a released gate wakes its next waiter only in a later
+                # scheduler pass: heavy reads of many clients are applied one per pass, with the
+                # upstream readers and client writers running between them.
+                async with self.heavy_gate:
+                    if not self.receive(data, session):
+                        return
+            elif not self.receive(data, session) or not data:
                 return
 
     def _handle_events(self, session: Session) -> bool:

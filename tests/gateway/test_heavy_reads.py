@@ -1,0 +1,37 @@
+"""Heavy client reads take turns: a read of `HEAVY_READ_BYTES` or more (a big subscribe) is applied
+only while holding the server's `heavy_gate`, so many at once are applied one per scheduler pass
+instead of adding up to one long stall; light reads (pings, small requests) never wait for it."""
+
+import json
+
+import trio
+
+from gateway.wspeer import HEAVY_READ_BYTES
+from tests.gateway.test_wspeer import _server
+from tests.support.raw import masked_frame, server_frames, upgraded_stream
+
+BIG = json.dumps({"type": "subscribe", "channels": [f"trade:binance:C{i}/USDT" for i in range(300)]}).encode()
+PING = b'{"type":"ping"}'
+
+
+async def _replies(stream: trio.abc.Stream) -> list[dict]:
+    """What the server sent within one fake second (everything it had to send, or nothing)."""
+    data = b""
+    with trio.move_on_after(1):
+        while True:
+            data += await stream.receive_some(1 << 20)
+    return [json.loads(payload) for opcode, payload in server_frames(data) if opcode == 0x1]
+
+
+async def test_a_heavy_read_waits_for_the_gate_and_a_light_one_does_not(autojump_clock, nursery):
+    assert len(BIG) >= HEAVY_READ_BYTES
+    _, server = _server()
+    heavy, _ = await upgraded_stream(server, nursery)
+    light, _ = await upgraded_stream(server, nursery)
+    async with server.heavy_gate:  # another heavy read is being applied
+        await heavy.send_all(masked_frame(0x1, BIG))
+        await light.send_all(masked_frame(0x1, PING))
+        assert [r["type"] for r in await _replies(light)] == ["pong"]
+        assert await _replies(heavy) == []  # not applied yet
+    replies = await _replies(heavy)
+    assert len(replies) == 300 and {r["type"] for r in replies} == {"subscribed"}
