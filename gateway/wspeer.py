@@ -24,6 +24,7 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping
 from wsproto.utilities import RemoteProtocolError
 
 from gateway.config import Limits
+from gateway.flood import TokenBucket
 from gateway.outbox import DroppedWindow, Outbox
 from gateway.wsframe import close_frame
 
@@ -58,6 +59,13 @@ class Session(Protocol):
 
     def on_close(self) -> None: ...
 
+
+#: Events handled per scheduler pass while draining one read (see `_drain`).
+EVENTS_PER_PASS: Final = 256
+#: Frames a client may send per message of its message budget (`[limits] messages_per_second`,
+#: `message_burst`): room for fragmented messages and keep-alive pings, not for a flood of tiny
+#: frames, which is cut off with 1008 "too many frames".
+FRAMES_PER_MESSAGE: Final = 4
 
 #: A read this big may carry requests that cost milliseconds to apply (a 1,000-channel subscribe
 #: takes ~10-20 ms). Such reads take turns through the server's `heavy_gate`, so that many at once
@@ -95,6 +103,11 @@ class WebSocketPeer:
         self._last_heard = 0.0  # set when `run` starts: a peer is plain data until then
         self._sending_since: float | None = None  # when the write now in progress began
         self._writer_done = False
+        # Frames, not messages: pings, pongs and empty continuation frames cost parsing but no
+        # message token (the dialect's bucket sees only whole messages).
+        limits = self.limits
+        self._frames = TokenBucket(FRAMES_PER_MESSAGE * limits.messages_per_second,
+                                   FRAMES_PER_MESSAGE * limits.message_burst, 0.0)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -119,11 +132,11 @@ class WebSocketPeer:
         """The 101 answer; from here on the peer speaks WebSocket."""
         return self._ws.send(AcceptConnection())
 
-    def receive(self, data: bytes, session: Session) -> bool:
-        """Bytes from the client (b"" at EOF) into wsproto and on to `session`; False once the
-        conversation is over. Pure: the reader task is its only caller besides tests."""
+    def receive(self, data: bytes, session: Session, now: float = 0.0) -> bool:
+        """Bytes from the client (b"" at EOF) into wsproto and on to `session` (`now`: for the
+        frame bucket); False once the conversation is over. Pure: tests drive the framing with it."""
         self._ws.receive_data(data or None)
-        return self._handle_events(session)
+        return bool(self._handle_events(session, now=now))
 
     def shutdown(self, code: int, reason: str) -> None:
         """A planned close: the dialect's goodbye (if it has one) and then the close frame."""
@@ -208,7 +221,7 @@ class WebSocketPeer:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
 
     async def _reader(self, session: Session) -> None:
-        if not self._handle_events(session):  # frames the client sent along with its upgrade request
+        if not self._handle_events(session, now=trio.current_time()):  # sent along with the upgrade request
             return
         while True:
             try:
@@ -216,19 +229,38 @@ class WebSocketPeer:
                 self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            self._ws.receive_data(data or None)
             if len(data) >= HEAVY_READ_BYTES and self.heavy_gate is not None:
                 # Acquiring yields, and a released gate wakes its next waiter only in a later
                 # scheduler pass: heavy reads of many clients are applied one per pass, with the
                 # upstream readers and client writers running between them.
                 async with self.heavy_gate:
-                    if not self.receive(data, session):
+                    if not await self._drain(session):
                         return
-            elif not self.receive(data, session) or not data:
+            elif not await self._drain(session) or not data:
                 return
 
-    def _handle_events(self, session: Session) -> bool:
-        """Process what wsproto parsed; False once the conversation is over."""
-        for event in self._ws.events():
+    async def _drain(self, session: Session) -> bool:
+        """Everything wsproto can parse of what was read, `EVENTS_PER_PASS` at a time with a
+        checkpoint between: 64 KiB of 6-byte frames is ~10,000 events (wsproto costs ~17 µs
+        each), which in one step would stall every other client for 0.2 s."""
+        while True:
+            outcome = self._handle_events(session, trio.current_time(), EVENTS_PER_PASS)
+            if outcome is not None:
+                return outcome
+            await trio.lowlevel.checkpoint()
+
+    def _handle_events(self, session: Session, now: float, budget: int | None = None) -> bool | None:
+        """Process what wsproto parsed: False once the conversation is over, True when all is
+        handled, None when `budget` events were handled and more may wait (wsproto parses
+        lazily, so what is left stays buffered until the next call). Every frame — pings and
+        empty continuations included — takes a token of the connection's frame bucket."""
+        for handled, event in enumerate(self._ws.events(), start=1):
+            if self.close_code is not None:
+                return False  # closing: nothing more the client sends is worth parsing
+            if not self._frames.take(now):
+                self._cut_for_frames()
+                return False
             if isinstance(event, (TextMessage, BytesMessage)):
                 if not self._collect(event, session):
                     return False
@@ -237,7 +269,13 @@ class WebSocketPeer:
             elif isinstance(event, CloseConnection):
                 self._closed_by_client(event)
                 return False
+            if budget is not None and handled >= budget:
+                return None
         return True
+
+    def _cut_for_frames(self) -> None:
+        log.info("client %s sent frames faster than %g/s: disconnecting", self.remote, self._frames.rate)
+        self.close(1008, "too many frames")  # the reader stops; `run` then finishes the connection
 
     def _closed_by_client(self, event: CloseConnection) -> None:
         """The client's close frame, its EOF, or a protocol violation wsproto reported as a close."""

@@ -121,3 +121,26 @@ def test_eof_mid_message_closes_without_a_close_frame():
     peer, session = _feed([masked_frame(0x1, b"{", fin=False), b""])
     assert session.messages == [] and peer.close_code == 1006
     assert peer.outbox.take()[0] == []  # nothing left to answer
+
+
+def test_many_frames_of_one_read_are_handled_a_pass_at_a_time():
+    from gateway.wspeer import EVENTS_PER_PASS
+
+    peer, session = _open_peer(), Recorder()
+    peer._ws.receive_data(masked_frame(0x1, b"x") * (EVENTS_PER_PASS + 10))
+    assert peer._handle_events(session, 0.0, EVENTS_PER_PASS) is None  # more wait: checkpoint, call again
+    assert len(session.messages) == EVENTS_PER_PASS
+    assert peer._handle_events(session, 0.0, EVENTS_PER_PASS) is True
+    assert len(session.messages) == EVENTS_PER_PASS + 10
+
+
+def test_a_flood_of_tiny_frames_is_cut_off_with_1008_and_not_parsed_further():
+    from gateway.wspeer import FRAMES_PER_MESSAGE
+
+    peer, session = _open_peer(), Recorder()
+    budget = FRAMES_PER_MESSAGE * LIMITS.message_burst
+    assert peer.receive(masked_frame(0x9, b"") * (budget + 5000), session) is False  # empty pings
+    frames = server_frames(b"".join(peer.outbox.take()[0]))
+    assert [op for op, _ in frames].count(0xA) == budget  # every ping within the budget answered
+    assert frames[-1] == (0x8, struct.pack("!H", 1008) + b"too many frames")
+    assert peer.receive(masked_frame(0x1, b"late"), session) is False and session.messages == []
