@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,8 @@ from schemas import DATATYPES
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
+#: A count: at least one, and at most a billion (a typo of many digits fails at start).
+Positive = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 
 
 class ConfigError(ValueError):
@@ -66,7 +68,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections_per_address: Positive = 1024
     # Distinct streams all clients together may hold demand for: bounds upstream subscriptions,
     # the hub's indexes and every per-stream cache.
-    max_streams: Positive = 100_000
+    max_streams: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
     # A subscription request is small; a larger message is not one (WebSocket close 1009).
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
     # Fragments per message, empty ones included: each costs work but may carry no bytes.
@@ -79,7 +81,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # key) has not arrived by then is closed, so keyless sockets cannot hold slots.
     auth_deadline_seconds: Seconds = 10.0
     # Token bucket per connection: sustained client messages per second, and the burst allowed.
-    messages_per_second: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    messages_per_second: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = 50.0
     message_burst: Positive = 100
     # A client refused this many times in a row for flooding gets the protocol's error and a close.
     flood_strikes: Positive = 20
@@ -190,6 +192,8 @@ def load(path: str | None) -> Config:
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return parse(text, path)
 
 
@@ -215,6 +219,9 @@ def _check(config: Config, source: str) -> None:
                 raise ConfigError(f"{where}.url: required unless emulate = true")
             if not provider.url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"{where}.url: must start with ws:// or wss://")
+            problem = _url_problem(provider.url)
+            if problem is not None:
+                raise ConfigError(f"{where}.url: {problem}")
             if not provider.api_key_env:
                 raise ConfigError(f"{where}.api_key_env: required unless emulate = true")
     for i, origin in enumerate(config.server.allowed_origins):
@@ -250,6 +257,21 @@ def _check_key(value: str, what: str) -> str:
     if not _KEY.fullmatch(value):
         raise ConfigError(f"{what}: the key holds characters other than visible ASCII")
     return value
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a provider URL cannot be connected to (checked at start: the connector would raise
+    on the first subscribe instead), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    return None
 
 
 def is_loopback(host: str) -> bool:

@@ -128,3 +128,32 @@ def test_toml_nested_too_deeply_is_a_config_error_not_a_traceback():
     with pytest.raises(ConfigError) as info:
         parse("a = " + "[" * 100_000 + "]" * 100_000)
     assert str(info.value) == "config: not valid TOML: nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("ws://127.0.0.1:99999/v1/", "not a valid URL"), ("ws://127.0.0.1:abc/v1/", "not a valid URL"),
+     ("ws://[::1/v1/", "not a valid URL"), ("ws:///v1/", "names no host"), ("ws://user@/v1/", "names no host"),
+     ("wss://feed.example:0/", "port 0 cannot be connected to")],
+)
+def test_a_provider_url_that_cannot_be_connected_to_fails_at_start(url, reason):
+    with pytest.raises(ConfigError) as info:
+        parse(f'[providers.ca]\nkind = "coinapi"\nurl = "{url}"\napi_key_env = "K"\n[routes]\ntrade = ["ca"]\n')
+    assert str(info.value).startswith(f"config: providers.ca.url: {reason}")
+
+
+@pytest.mark.parametrize(
+    "limits", ["messages_per_second = inf", "max_streams = 99999999999999999999999", "message_burst = 10000000000"]
+)
+def test_limits_that_would_switch_a_cap_off_are_refused(limits):
+    with pytest.raises(ConfigError) as info:
+        parse(f"[limits]\n{limits}\n" + _provider_toml())
+    assert f"config: limits.{limits.split()[0]}:" in str(info.value)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "gw.toml"
+    path.write_bytes(b"\xff\xfe[server]\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 0)"
