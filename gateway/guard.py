@@ -131,6 +131,16 @@ class Policy:
             return None
         return WRONG_HOST
 
+    def check_page(self, origin: str | None, fetch_site: str | None) -> Refusal | None:
+        """Any HTTP request: a web page on another site must not use the gateway either (a REST
+        call or an `<img src>` costs upstream quota even if the page cannot read the answer).
+        Browsers send `Origin` on cross-origin fetches and `Sec-Fetch-Site` on every request;
+        apps send neither. A request naming an origin is judged like an upgrade; one without an
+        origin but marked `cross-site` comes from another site's page (an image, a navigation)."""
+        if origin is not None:
+            return self.check_origin(origin)
+        return WRONG_ORIGIN if fetch_site is not None and fetch_site.strip().lower() == "cross-site" else None
+
     def check_origin(self, value: str | None) -> Refusal | None:
         if value is None:
             return None  # a non-browser app: browsers always send Origin on a WebSocket upgrade

@@ -172,12 +172,13 @@ class Server:
         if refusal is not None:
             return refusal
         parsed = HttpRequest(request.method.decode("ascii", "replace"), target.path, target.query, headers)
-        if not is_websocket_upgrade(parsed):
-            return parsed
         origins = [v.decode("latin-1") for k, v in request.headers if k == b"origin"]
-        refusal = check_handshake(parsed.method, headers) or (
-            self.policy.check_origin(origins[0] if origins else None) if len(origins) <= 1 else WRONG_ORIGIN)
-        return refusal or parsed
+        if len(origins) > 1:
+            return WRONG_ORIGIN
+        origin = origins[0] if origins else None
+        if not is_websocket_upgrade(parsed):
+            return self.policy.check_page(origin, headers.get("sec-fetch-site")) or parsed
+        return check_handshake(parsed.method, headers) or self.policy.check_origin(origin) or parsed
 
     async def _next_request(self, stream: trio.abc.Stream, conn: h11.Connection, timeout: float) -> h11.Request | None:
         """The next request head, or None when the client is done or too slow.

@@ -160,3 +160,27 @@ async def test_answering_refusals_is_bounded_too(autojump_clock, nursery):
     assert trio.current_time() == start
     assert (await read_to_end(answered))[:12] == b"HTTP/1.1 503"
     await held.aclose()
+
+
+@pytest.mark.parametrize("headers", [
+    b"Origin: https://evil.example\r\n",  # a page's fetch()
+    b"Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n",  # a page's <img src> or <script src>
+    b"Origin: null\r\nSec-Fetch-Site: cross-site\r\n",
+])
+async def test_a_web_page_on_another_site_cannot_use_the_rest_endpoints_either(nursery, headers):
+    hub, server = _server()
+    request = b"GET /v1/tickers?exchange=binance&symbols=BTC-USDT HTTP/1.1\r\nHost: 127.0.0.1:8765\r\n" + headers + b"\r\n"
+    assert (await _status(server, nursery, request))[0] == 403
+    assert not hub.demand()  # nothing was asked of a provider on the page's behalf
+
+
+@pytest.mark.parametrize("headers", [
+    b"",  # an app (curl, an SDK)
+    b"Origin: http://localhost:3000\r\nSec-Fetch-Site: same-site\r\n",  # a page on this machine
+    b"Sec-Fetch-Site: none\r\n",  # the operator typing the URL
+    b"Sec-Fetch-Site: same-origin\r\n",
+])
+async def test_apps_and_pages_on_this_machine_are_served_over_http(nursery, headers):
+    _, server = _server()
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8765\r\n" + headers + b"\r\n"
+    assert (await _status(server, nursery, request))[0] in (200, 503)  # health, whatever it says
