@@ -41,10 +41,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="override [server].port (0 picks a free port)")
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # trio-websocket's DEBUG lines print URLs (CoinAPI keys live in them) and providers' close
+    # reasons verbatim, unredacted: they never reach the log, whatever the level.
+    logging.getLogger("trio-websocket").setLevel(max(logging.INFO, logging.getLogger().level))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.log_level)
     port = getattr(args, "port", None)
     if port is not None and not 0 <= port <= 65535:
         print(f"mdgateway: --port {port}: not a TCP port (0–65535; 0 picks a free one)", file=sys.stderr)

@@ -75,3 +75,22 @@ def test_a_port_already_in_use_is_one_line_naming_it_and_exit_2(capsys):
     stderr = capsys.readouterr().err.strip()
     assert stderr.startswith(f"mdgateway: cannot listen on 127.0.0.1:{port}: the port is already in use")
     assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr
+
+
+def test_library_lines_that_print_urls_and_close_reasons_stay_out_of_a_debug_log(monkeypatch):
+    import logging
+
+    from gateway.cli import configure_logging
+
+    root, library = logging.getLogger(), logging.getLogger("trio-websocket")
+    levels = root.level, library.level
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process: basicConfig applies
+    try:
+        root.setLevel(logging.WARNING)
+        library.setLevel(logging.NOTSET)
+        configure_logging("DEBUG")
+        assert logging.getLogger("gateway.app").isEnabledFor(logging.DEBUG)
+        assert not library.isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(levels[0])  # setLevel, not assignment: it clears the loggers' level cache
+        library.setLevel(levels[1])
