@@ -7,6 +7,7 @@ WebSocket routes of the one port live here; each dialect's behaviour lives in `g
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -14,9 +15,10 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import trio
 
-from gateway.config import Config, ConfigError, api_key, is_loopback, local_keys
+from gateway.config import Config, ConfigError, Limits, api_key, is_loopback, local_keys
 from gateway.context import Endpoint, GatewayContext, bearer_token
 from gateway.dialects.coinapi import CoinApiEndpoint
 from gateway.dialects.luzia import LuziaEndpoint
@@ -183,12 +185,45 @@ async def run_gateway(
             run = getattr(endpoint, "run", None)
             if run is not None:
                 await nursery.start(run)
-        server = Server(app, config.server, config.limits)
+        server = Server(app, config.server, fit_to_descriptors(config.limits))
         bound = await nursery.start(server.serve, host, port) if listen else 0
         gateway = Gateway(host, bound, hub, server, adapters, emulators, nursery.cancel_scope, running)
         if announce is not None:
             announce(_welcome(gateway, config))
         task_status.started(gateway)
+
+
+#: File descriptors kept for everything that is not a client: listeners, upstream connections,
+#: in-process emulators and their clients, log files.
+RESERVED_DESCRIPTORS = 256
+
+
+def fit_to_descriptors(limits: Limits, getrlimit: Callable[[int], tuple[int, int]] | None = None,
+                       setrlimit: Callable[[int, tuple[int, int]], None] | None = None) -> Limits:
+    """`limits` with `max_connections` the process can really hold: the soft descriptor limit
+    is raised towards the hard one if it is lower than the caps need, and if it still is, the
+    caps are lowered (with a warning) so that an over-cap client gets its 503 instead of the
+    listener failing with EMFILE and nobody being served."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to fit
+        return limits
+    get = getrlimit or resource.getrlimit
+    put = setrlimit or resource.setrlimit
+    soft, hard = get(resource.RLIMIT_NOFILE)
+    needed = limits.max_connections + RESERVED_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            put(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return limits
+    fitting = max(1, soft - RESERVED_DESCRIPTORS)
+    log.warning("limits.max_connections %d exceeds what %d file descriptors allow: serving at most %d connections",
+                limits.max_connections, soft, fitting)
+    return msgspec.structs.replace(limits, max_connections=fitting,
+                                   max_connections_per_address=min(limits.max_connections_per_address, fitting))
 
 
 def cleartext_to_remote(url: str | None) -> bool:

@@ -116,3 +116,28 @@ async def test_a_cleartext_remote_provider_url_warns_at_start(caplog):
     assert stopped
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("providers.ca.url is ws://" in w and "clear text" in w for w in warnings)
+
+
+def test_connection_caps_fit_the_file_descriptors_the_process_may_hold(caplog):
+    import resource
+
+    from gateway.app import RESERVED_DESCRIPTORS, fit_to_descriptors
+    from gateway.config import Limits
+
+    asked: list[tuple[int, int]] = []
+
+    def refuse(which, limits):
+        asked.append(limits)
+        raise ValueError("not allowed")
+
+    with caplog.at_level(logging.WARNING, logger="gateway.app"):
+        fitted = fit_to_descriptors(Limits(max_connections=2048), lambda which: (1024, 1024), refuse)
+    assert asked == [(1024, 1024)]  # tried to raise the soft limit up to the hard one
+    assert fitted.max_connections == 1024 - RESERVED_DESCRIPTORS
+    assert fitted.max_connections_per_address == 1024 - RESERVED_DESCRIPTORS
+    assert "serving at most 768 connections" in caplog.text
+
+    raised = fit_to_descriptors(Limits(max_connections=2048), lambda which: (1024, 65536), lambda which, limits: None)
+    assert raised.max_connections == 2048  # the soft limit could be raised: nothing lowered
+    unlimited = fit_to_descriptors(Limits(), lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert unlimited == Limits()
