@@ -247,7 +247,7 @@ class NativeSession(CodecSubscriber):
         self.ctx.counters.rate_limited += 1
         limits = self.ctx.config.limits
         message = (f"too many messages: at most {limits.messages_per_second:g} per second "
-                   f"(bursts of {limits.message_burst}); this one was not applied")
+                   f"(bursts of {limits.message_burst}; each 256 bytes counts as one); this one was not applied")
         self._reply(Error(code="RATE_LIMITED", message=message))
 
     def _on_message(self, message: str | bytes) -> None:

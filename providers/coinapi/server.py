@@ -112,7 +112,7 @@ def rate_limited(limit: int, window: float) -> str:
 
 def flooded(per_second: float) -> str:
     """Ours: a shell's per-connection rate limit on every message."""
-    return f"Too many messages: at most {per_second:g} per second."
+    return f"Too many messages: at most {per_second:g} small ones per second (each 256 bytes counts as one)."
 
 
 def invalid_filter(field_name: str, item: str) -> str:

@@ -86,8 +86,8 @@ async def test_a_coinapi_flood_and_a_silent_coinapi_socket_each_get_the_error_th
         for _ in range(4):
             await flooder.send_message(hello)
         messages, close = await _drain(flooder)
-        assert close == (1008, "Too many messages: at most 1 per second.")
-        assert messages[-1] == {"type": "error", "message": "Too many messages: at most 1 per second."}
+        assert close == (1008, "Too many messages: at most 1 small ones per second (each 256 bytes counts as one).")
+        assert messages[-1] == {"type": "error", "message": "Too many messages: at most 1 small ones per second (each 256 bytes counts as one)."}
         assert all(m["type"] == "trade" for m in messages[:-1])
         assert json.loads(await silent.get_message()) == {"type": "error", "message": coinapi_server.NO_FIRST_MESSAGE}
         assert trio.current_time() - start == 10.0  # limits.auth_deadline_seconds, the default

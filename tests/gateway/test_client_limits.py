@@ -117,7 +117,7 @@ def test_a_native_flood_is_refused_unapplied_then_closed_after_its_strikes():
     session.on_message('{"type":"ping"}')
     errors = _replies(session)
     assert [e["code"] for e in errors] == ["RATE_LIMITED", "RATE_LIMITED"]
-    assert errors[0]["message"] == "too many messages: at most 2 per second (bursts of 3); this one was not applied"
+    assert errors[0]["message"] == "too many messages: at most 2 per second (bursts of 3; each 256 bytes counts as one); this one was not applied"
     assert closed == [(1008, "too many messages")]
     session.on_message('{"type":"ping"}')
     assert _replies(session) == []  # closing: nothing more is answered
@@ -284,7 +284,7 @@ def test_coinapi_floods_end_with_the_error_then_the_close():
     session.on_message(_hello())
     session.on_message(_hello())
     session.on_message(_hello())
-    assert messages(session) == [{"type": "error", "message": "Too many messages: at most 1 per second."},
+    assert messages(session) == [{"type": "error", "message": "Too many messages: at most 1 small ones per second (each 256 bytes counts as one)."},
                                  ("close", 1008)]
     assert session.hub.demand_count() == 0 and endpoint.ctx.counters.flood_closed == 1
 
