@@ -22,7 +22,7 @@ import msgspec
 import trio
 
 from gateway.config import Limits, ServerConfig
-from gateway.guard import WRONG_ORIGIN, ConnectionCount, Policy, Refusal, check_handshake, parse_target
+from gateway.guard import BUSY, WRONG_ORIGIN, ConnectionCount, Policy, Refusal, check_handshake, parse_target
 from gateway.outbox import Outbox
 from gateway.wspeer import Session, WebSocketPeer
 
@@ -85,6 +85,7 @@ class Server:
         self.policy = Policy.build(self.config.host, self.config.allowed_hosts, self.config.allowed_origins)
         self.connections = ConnectionCount(self.limits.max_connections, self.limits.max_connections_per_address)
         self._refusing = 0  # over-cap connections being answered 503 right now
+        self._unproven: dict[_Slot, None] = {}  # ordered oldest first: see `_evict_unproven`
         self.heavy_gate = trio.Lock()  # heavy client reads take turns (wspeer.HEAVY_READ_BYTES)
         self.peers: set[WebSocketPeer] = set()
         self._peer_left = trio.Event()
@@ -107,6 +108,8 @@ class Server:
         given: tests over memory streams pass one to exercise the per-address cap)."""
         address = address if address is not None else _peer_host(stream)
         refusal = self.connections.admit(address)
+        if refusal is not None and await self._evict_unproven(None if refusal is BUSY else address):
+            refusal = self.connections.admit(address)
         try:
             if refusal is None:
                 await self._serve_admitted(stream, address)
@@ -118,10 +121,30 @@ class Server:
                 await stream.aclose()
 
     async def _serve_admitted(self, stream: trio.abc.Stream, address: str | None) -> None:
+        slot = _Slot(address)
+        self._unproven[slot] = None
         try:
-            await self._serve(stream)
+            with slot.scope:
+                await self._serve(stream, slot)
         finally:
+            self._unproven.pop(slot, None)
             self.connections.release(address)
+            slot.gone.set()
+
+    async def _evict_unproven(self, address: str | None) -> bool:
+        """At a cap, make room by closing the oldest connection (of `address`, or of anyone when
+        None) that has proven nothing yet: a request head still arriving, an idle keep-alive, a
+        CoinAPI socket that has not sent its hello. Keyless sockets then cannot lock out a client
+        with a key: its new connection takes the place of one of theirs, and once it is served
+        (or has sent its first message) it is never evicted. False when there is none."""
+        victim = next((slot for slot in self._unproven if address is None or slot.address == address), None)
+        if victim is None:
+            return False
+        del self._unproven[victim]
+        victim.scope.cancel()
+        with trio.move_on_after(EVICTION_WAIT_SECONDS):
+            await victim.gone.wait()
+        return victim.gone.is_set()
 
     async def _refuse_connection(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """Over a connection cap: read the request head briefly (a socket closed with unread input
@@ -135,21 +158,23 @@ class Server:
         finally:
             self._refusing -= 1
 
-    async def _serve(self, stream: trio.abc.Stream) -> None:
+    async def _serve(self, stream: trio.abc.Stream, slot: _Slot) -> None:
         if self.socket_buffer and isinstance(stream, trio.SocketStream):
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_request_head_bytes)
         try:
             while True:
+                self._unproven[slot] = None  # waiting for a request: evictable at a cap
                 request = await self._next_request(stream, conn, self.limits.request_timeout_seconds)
                 if request is None:
                     return
+                self._unproven.pop(slot, None)  # a request is being served
                 parsed = self._admit(request)
                 if isinstance(parsed, Refusal):
                     await _send_refusal(stream, parsed)
                     return
                 if is_websocket_upgrade(parsed):
-                    await self._upgrade(stream, conn, request, parsed)
+                    await self._upgrade(stream, conn, request, parsed, slot)
                     return
                 response = await self.app.http(parsed)
                 if not await self._respond(stream, conn, response, head_only=parsed.method == "HEAD"):
@@ -204,7 +229,8 @@ class Server:
                     return None
         return None
 
-    async def _upgrade(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, parsed: HttpRequest) -> None:
+    async def _upgrade(self, stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request, parsed: HttpRequest,
+                       slot: _Slot) -> None:
         outbox = Outbox(limit=self.client_buffer, control_bytes=self.limits.max_pending_control_bytes)
         peer = WebSocketPeer(stream, request, outbox, limits=self.limits, heavy_gate=self.heavy_gate)
         if peer.check_upgrade() is not None:
@@ -223,6 +249,10 @@ class Server:
         except BaseException:
             session.on_close()  # it may already hold subscriptions or a connection slot
             raise
+        if getattr(session, "authenticates_on_first_message", False):
+            # CoinAPI: the key comes with the hello, so until then the socket has proven nothing.
+            self._unproven[slot] = None
+            peer.on_first_message = lambda: self._unproven.pop(slot, None)
         self.peers.add(peer)
         try:
             await peer.run(session)
@@ -261,6 +291,21 @@ class Server:
 
 #: The project's wording for h11's refusals (h11's own text names parser internals).
 _WORDING = {400: "malformed HTTP request", 431: "request head too large"}
+
+
+#: How long a new connection waits for the one it evicted to be gone (its close is shielded).
+EVICTION_WAIT_SECONDS = 1.0
+
+
+class _Slot:
+    """One admitted connection, as the eviction of unproven connections sees it."""
+
+    __slots__ = ("address", "gone", "scope")
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.scope = trio.CancelScope()
+        self.gone = trio.Event()
 
 
 async def _send_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:

@@ -14,6 +14,7 @@ within CLOSE_GRACE_SECONDS): 1002 protocol violation, 1007 invalid UTF-8, 1009 m
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import h11
@@ -87,6 +88,7 @@ class WebSocketPeer:
                  heavy_gate: trio.Lock | None = None) -> None:
         self.stream = stream
         self.heavy_gate = heavy_gate  # shared by every peer of one server: see HEAVY_READ_BYTES
+        self.on_first_message: Callable[[], object] | None = None  # called once, at the first message
         self.request = request
         self.outbox = outbox
         self.limits = limits or Limits()
@@ -305,6 +307,9 @@ class WebSocketPeer:
             return False
         if event.message_finished:
             parts, self._parts, self._size, self._fragments = self._parts, [], 0, 0
+            if self.on_first_message is not None:
+                first, self.on_first_message = self.on_first_message, None
+                first()
             session.on_message(_joined(parts))
         return True
 

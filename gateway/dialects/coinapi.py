@@ -103,6 +103,10 @@ class CoinApiEndpoint:
 
 
 class CoinApiSession:
+    #: The key comes with the first message (the hello): until then the server may evict this
+    #: connection to make room at a connection cap.
+    authenticates_on_first_message = True
+
     def __init__(
         self,
         endpoint: CoinApiEndpoint,

@@ -16,7 +16,7 @@ from gateway.hub import Hub
 from gateway.server import Server
 from tests.gateway.fakes import FakeAdapter, trade
 from tests.gateway.test_server import CONFIG
-from tests.support.raw import UPGRADE, raw_stream, read_head, read_to_end
+from tests.support.raw import UPGRADE, raw_stream, read_head, read_to_end, upgraded_stream
 
 SUBSCRIBE = '{"type":"subscribe","channels":["trade:binance:BTC/USDT"]}'
 KEY = [(b"authorization", b"Bearer k-local")]
@@ -121,14 +121,12 @@ async def test_connection_caps_hold_while_a_keyed_client_keeps_receiving(nursery
     await _subscribed(await _connect(server, nursery, "10.0.0.1", headers=KEY))
     refusal = await _rejected(server, "10.0.0.1", headers=KEY)  # a third from the same address
     assert (refusal.status_code, dict(refusal.headers)[b"retry-after"]) == (503, b"1")
-    idle = raw_stream(server, nursery, "10.0.0.2")  # HTTP keep-alive connections count too
-    await idle.send_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k-local\r\n\r\n")
-    await read_head(idle)
+    other = await _subscribed(await _connect(server, nursery, "10.0.0.2", headers=KEY))
     status, head = await _status(server, nursery, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", "10.0.0.3")
     assert (status, b"retry-after: 1" in head.lower()) == (503, True)  # over the total
     assert (server.connections.total, server.connections.by_address) == (3, {"10.0.0.1": 2, "10.0.0.2": 1})
     await _receives(hub, keyed, "2.5")  # the clients already served are unaffected
-    await idle.aclose()
+    await other.aclose()
     while server.connections.total != 2:  # released in a finally, whatever ended the connection
         await trio.testing.wait_all_tasks_blocked()
     await _subscribed(await _connect(server, nursery, "10.0.0.3", headers=KEY))
@@ -139,8 +137,7 @@ async def test_a_refused_connection_gets_its_answer_even_before_it_sent_a_reques
     """Over a cap, the head is read briefly (a socket closed with unread input is reset and the
     client would miss the 503) but not for long: the refused connection holds no slot."""
     _, server = _server(Limits(max_connections=1))
-    held = raw_stream(server, nursery, "10.0.0.1")
-    await trio.testing.wait_all_tasks_blocked()  # admitted first
+    held, _ = await upgraded_stream(server, nursery, address="10.0.0.1")  # served: never evicted
     stream = raw_stream(server, nursery, "10.0.0.2")
     start = trio.current_time()
     data = await read_to_end(stream)
@@ -151,8 +148,7 @@ async def test_a_refused_connection_gets_its_answer_even_before_it_sent_a_reques
 async def test_answering_refusals_is_bounded_too(autojump_clock, nursery):
     """A flood of connections over the cap cannot hold unbounded sockets open for their 503s."""
     _, server = _server(Limits(max_connections=1))
-    held = raw_stream(server, nursery, "10.0.0.1")
-    await trio.testing.wait_all_tasks_blocked()
+    held, _ = await upgraded_stream(server, nursery, address="10.0.0.1")  # served: never evicted
     answered = raw_stream(server, nursery, "10.0.0.2")  # gets its 503 after reading its head briefly
     await trio.testing.wait_all_tasks_blocked()
     start = trio.current_time()
@@ -184,3 +180,27 @@ async def test_apps_and_pages_on_this_machine_are_served_over_http(nursery, head
     _, server = _server()
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8765\r\n" + headers + b"\r\n"
     assert (await _status(server, nursery, request))[0] in (200, 503)  # health, whatever it says
+
+
+async def test_keyless_sockets_cannot_lock_out_a_client_with_a_key(autojump_clock, nursery):
+    """At the per-address cap, the oldest connection that has proven nothing (a head still
+    arriving, an idle keep-alive, a CoinAPI socket before its hello) makes room for a new one;
+    a served client is never evicted."""
+    hub, server = _server(Limits(max_connections_per_address=3), frozenset({"k-local"}))
+    served = await _subscribed(await _connect(server, nursery, headers=KEY))
+    half = raw_stream(server, nursery)
+    await half.send_all(b"GET /healthz HTTP/1.1\r\nHost: loc")  # a head that never ends (slowloris)
+    coinapi = raw_stream(server, nursery)
+    await coinapi.send_all(UPGRADE.replace(b"/stream", b"/v1/"))  # a CoinAPI socket that never says hello
+    await read_head(coinapi)
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.connections.by_address == {"127.0.0.1": 3}
+    keyed = await _subscribed(await _connect(server, nursery, headers=KEY))  # evicts the slowloris head
+    assert await read_to_end(half) == b""
+    keyed_too = await _subscribed(await _connect(server, nursery, headers=KEY))  # evicts the silent CoinAPI socket
+    assert server.connections.by_address == {"127.0.0.1": 3}
+    refusal = await _rejected(server, headers=KEY)  # every slot now serves someone: the cap holds
+    assert refusal.status_code == 503
+    hub.publish(trade(price="4.5"))
+    for ws in (served, keyed, keyed_too):  # all three served clients receive
+        assert json.loads(await ws.get_message())["price"] == "4.5"
