@@ -269,6 +269,7 @@ class LuziaAdapter:
             self._redact,
             on_ticker=self._on_ticker,
             on_error=partial(self._on_error, slot),
+            on_dropped=slot.wake.fire,
         )
         serve = partial(self._serve, slot, mark_healthy)
         await conn.run(self._connector, self._url, self._headers, self.policy.connect_timeout, serve)

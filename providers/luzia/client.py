@@ -475,9 +475,17 @@ class Subscriptions:
         if channel in self.sent:
             self.confirmed.add(channel)
 
-    def unsubscribed(self, channel: str) -> None:
+    def unsubscribed(self, channel: str) -> bool:
+        """An `unsubscribed` answer. True when nobody asked for it and the channel is still wanted
+        here (the server dropped it on its own): it is forgotten as sent, so the next `sync`
+        asks for it again instead of believing it carried forever."""
+        solicited = ("unsubscribe", channel) in self._owed
         self._answered("unsubscribe", channel)
         self.confirmed.discard(channel)
+        if solicited or channel not in self.sent:
+            return False
+        del self.sent[channel]
+        return True
 
     def blame(self, text: str | None) -> str | None:
         """The subscribe an error answers (the head of the answers owed), or None. An error that

@@ -54,9 +54,11 @@ class LuziaConnection:
         *,
         on_ticker: OnTicker,
         on_error: OnError,
+        on_dropped: Callable[[], None] = lambda: None,
     ) -> None:
         self.counters, self._clock_ns, self._redact = counters, clock_ns, redact
         self._on_ticker, self._on_error = on_ticker, on_error
+        self._on_dropped = on_dropped  # the server dropped a wanted channel: sync again
         self.subs = Subscriptions()
         self.transport: Transport | None = None
         self.connected = False  # True once the server said `connected`
@@ -174,8 +176,8 @@ class LuziaConnection:
             return False
         if type(message) is wire.Subscribed:
             self.subs.subscribed(channel)
-        else:
-            self.subs.unsubscribed(channel)
+        elif self.subs.unsubscribed(channel):
+            self._on_dropped()
         return True
 
     def _error(self, message: wire.Error) -> None:

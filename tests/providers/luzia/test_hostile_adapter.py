@@ -146,3 +146,28 @@ async def test_a_provider_repeating_errors_is_logged_at_most_once_a_second(autoj
     lines = [r.getMessage() for r in caplog.records if "INVALID_REQUEST" in r.getMessage()]
     assert lines == ["lz: connection 0: INVALID_REQUEST ('no')", "lz: connection 0: INVALID_REQUEST ('still no'); 999 more errors since the last line"]
     assert adapter.health().last_error == "connection 0: the provider reported INVALID_REQUEST"
+
+
+async def test_a_channel_the_server_drops_on_its_own_is_asked_for_again(autojump_clock, nursery, make_adapter, recorder, emulator):
+    """An `unsubscribed` nobody asked for used to leave the adapter believing the channel carried
+    (wanted 1, subscriptions 0, no tickers, forever)."""
+    emulator.interleave = ['{"type":"unsubscribed","channel":"ticker:binance:BTC/USDT"}']
+    adapter = await _start(nursery, make_adapter(), BTC)
+    await recorder.wait_for(of_type("ticker", "BTC/USDT"), 3)
+    subscribes = [m for m in emulator.stats.client_messages
+                  if m.get("type") == "subscribe" and "ticker:binance:BTC/USDT" in m.get("channels", [])]
+    assert len(subscribes) >= 2  # asked again after each drop
+    assert adapter.health().wanted == 1
+
+
+def test_an_unsolicited_unsubscribed_forgets_the_channel_as_sent_and_a_solicited_one_does_not():
+    from providers.luzia.client import Subscriptions
+
+    subs = Subscriptions()
+    subs.sync({"ticker:binance:BTC/USDT"})
+    subs.subscribed("ticker:binance:BTC/USDT")
+    assert subs.unsubscribed("ticker:binance:BTC/USDT") is True  # dropped by the server
+    assert [m.channels for m in subs.sync({"ticker:binance:BTC/USDT"})] == [["ticker:binance:BTC/USDT"]]
+    subs.subscribed("ticker:binance:BTC/USDT")
+    assert [m.channels for m in subs.sync(set())] == [["ticker:binance:BTC/USDT"]]  # we drop it
+    assert subs.unsubscribed("ticker:binance:BTC/USDT") is False and subs.sync(set()) == []
