@@ -87,7 +87,9 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     flood_strikes: Positive = 20
     # "Not reading": replies and control frames pending for one client beyond this many bytes, or
     # a socket that accepts nothing for `write_stall_seconds`, end the connection with a close frame.
-    max_pending_control_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
+    # 1 MiB is ~17 times the answer to a 1,030-channel subscribe, and bounds what all clients may
+    # pin together at max_connections × 1 MiB.
+    max_pending_control_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 1024 * 1024
     write_stall_seconds: Seconds = 30.0
 
 

@@ -39,7 +39,7 @@ class DroppedWindow:
 
 #: Control bytes that may wait unread for one client (`[limits] max_pending_control_bytes` when a
 #: server builds the outbox): far above one legal request's replies (1,000 `subscribed` ≈ 80 KB).
-CONTROL_BYTES = 8 * 1024 * 1024
+CONTROL_BYTES = 1024 * 1024
 
 
 class Outbox:
