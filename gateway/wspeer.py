@@ -231,8 +231,10 @@ class WebSocketPeer:
                 self._last_heard = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            # Heavy: a big read, or the end of a big message whose start came in earlier reads.
+            heavy = len(data) + self._size >= HEAVY_READ_BYTES
             self._ws.receive_data(data or None)
-            if len(data) >= HEAVY_READ_BYTES and self.heavy_gate is not None:
+            if heavy and self.heavy_gate is not None:
                 # Acquiring yields, and a released gate wakes its next waiter only in a later
                 # scheduler pass: heavy reads of many clients are applied one per pass, with the
                 # upstream readers and client writers running between them.

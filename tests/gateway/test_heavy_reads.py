@@ -35,3 +35,17 @@ async def test_a_heavy_read_waits_for_the_gate_and_a_light_one_does_not(autojump
         assert await _replies(heavy) == []  # not applied yet
     replies = await _replies(heavy)
     assert len(replies) == 300 and {r["type"] for r in replies} == {"subscribed"}
+
+
+async def test_the_small_tail_of_a_big_message_waits_for_the_gate_too(autojump_clock, nursery):
+    """A big message arriving in several reads: its last read may be small, but applying it is
+    the whole message's work."""
+    _, server = _server()
+    heavy, _ = await upgraded_stream(server, nursery)
+    frame = masked_frame(0x1, BIG)
+    await heavy.send_all(frame[:-100])  # the gate is free: taken in, nothing complete to apply
+    assert await _replies(heavy) == []
+    async with server.heavy_gate:
+        await heavy.send_all(frame[-100:])
+        assert await _replies(heavy) == []  # 100 bytes, but they complete a 300-channel subscribe
+    assert len(await _replies(heavy)) == 300
