@@ -17,6 +17,8 @@ which) were refused — per connection (`server.max_subscriptions_per_client`), 
 tokens of the connection's bucket (`gateway.flood`: one, and one per further 256 bytes): a message
 over the rate is answered RATE_LIMITED and not applied, and `limits.flood_strikes` of them in a row end with the error and a
 close (1008).
+Big requests are applied `SLICE_CHANNELS` channels per scheduler pass (`background`), in order, so
+that one client's 1,000-channel subscribe does not stall every other client for its whole cost.
 Never: lets a client message raise out of `on_message`, or applies a refused message.
 """
 
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal
 
 import msgspec
 import trio
+import trio.lowlevel
 
 from gateway.context import GatewayContext, bearer_token
 from gateway.flood import FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON, Verdict, message_cost
@@ -37,6 +41,7 @@ from gateway.outbox import DroppedWindow, Outbox
 from gateway.server import HttpRequest, HttpResponse, json_response
 from gateway.wsframe import binary_frame, close_frame, text_frame
 from gateway.wspeer import WebSocketPeer
+from providers.common.signal import Wakeup
 from schemas import Event, Gap, json_encoder, msgpack_encoder
 from schemas.channels import ChannelError
 from schemas.instruments import shown
@@ -47,6 +52,12 @@ log = logging.getLogger(__name__)
 #: Channels one request may name. The message-size cap bounds this too; this bounds one message's
 #: work whatever that cap is set to, and stays well above a legal subscribe of a full connection.
 MAX_CHANNELS_PER_REQUEST: Final = 4096
+#: Channels applied per scheduler pass. A 1,000-channel subscribe costs ~25 ms in one step (parse,
+#: caps, hub, the adapters' planners); in slices of this many, other clients wait a few ms at a
+#: time. Requests are still applied in order, and their replies keep their order.
+SLICE_CHANNELS: Final = 100
+#: Requests waiting behind one being applied (the token bucket bounds how fast they come).
+MAX_BACKLOG: Final = 64
 
 # ----- wire of the native protocol (pure) ----------------------------------------------------
 
@@ -195,6 +206,21 @@ class NativeEndpoint:
         return None
 
 
+class _Work:
+    """One allowed request on its way through `NativeSession._step`: parsed on its turn, applied
+    SLICE_CHANNELS channels at a time, with what its caps refused gathered for one error."""
+
+    __slots__ = ("done", "message", "over_connection", "over_gateway", "position", "request")
+
+    def __init__(self, message: str | bytes) -> None:
+        self.message = message
+        self.request: Subscribe | Unsubscribe | None = None
+        self.position = 0
+        self.done = False
+        self.over_connection: list[str] = []
+        self.over_gateway: list[str] = []
+
+
 class NativeSession(CodecSubscriber):
     codec: NativeCodec
 
@@ -220,6 +246,8 @@ class NativeSession(CodecSubscriber):
         self.subscriptions: set[StreamKey] = set()
         self._replies: list[bytes] = []  # the replies of the request being answered
         self._closed = False
+        self._backlog: deque[_Work] = deque()  # allowed requests not yet (fully) applied, in order
+        self._more = Wakeup()  # `background` applies what one step did not
 
     def _close_outbox(self, code: int, reason: str) -> None:
         self.outbox.close(close_frame(code, reason))
@@ -228,20 +256,70 @@ class NativeSession(CodecSubscriber):
         if self._closed:
             return  # closing for flooding: nothing more is answered
         verdict = self.guard.check(self._clock(), message_cost(message))
-        with self.hub.batch():  # one update per source for all the streams this changes
+        if verdict is Verdict.ALLOW and len(self._backlog) >= MAX_BACKLOG:
+            verdict = Verdict.REFUSE  # requests arrive faster than they can be applied
+        if verdict is Verdict.ALLOW:
+            self._backlog.append(_Work(message))
+            self._step()
+        else:
             self._replies = []
-            if verdict is Verdict.ALLOW:
-                self._on_message(message)
-            else:
-                self._flooded()
-            # One request's replies are one control item: a thousand-channel subscribe is answered
-            # in full, however low the outbox's bound on replies a client leaves unread.
-            if self._replies:
-                self.outbox.put_control(b"".join(self._replies))
+            self._flooded()
+            self._send_replies()
         if verdict is Verdict.CLOSE:
             self._closed = True
+            self._backlog.clear()
             self.ctx.counters.flood_closed += 1
             self._close(FLOOD_CLOSE_CODE, FLOOD_CLOSE_REASON)
+
+    def _step(self) -> None:
+        """Apply up to SLICE_CHANNELS channels of the waiting requests (at least one request's
+        worth when it is small), as one hub batch; the rest is `background`'s, after a checkpoint."""
+        budget = SLICE_CHANNELS
+        with self.hub.batch():  # one update per source for all the streams this changes
+            self._replies = []
+            while self._backlog and budget > 0:
+                work = self._backlog[0]
+                budget -= self._advance(work, budget)
+                if work.done:
+                    self._backlog.popleft()
+            # One step's replies are one control item: a thousand-channel subscribe is answered
+            # in full, however low the outbox's bound on replies a client leaves unread.
+            self._send_replies()
+        if self._backlog:
+            self._more.fire()
+
+    async def background(self) -> None:
+        """Applies, a slice per scheduler pass, what `on_message` left for later."""
+        while True:
+            await self._more.wait()
+            while self._backlog and not self._closed:
+                await trio.lowlevel.checkpoint()
+                self._step()
+
+    def _send_replies(self) -> None:
+        if self._replies:
+            self.outbox.put_control(b"".join(self._replies))
+            self._replies = []
+
+    def _advance(self, work: _Work, budget: int) -> int:
+        """Apply the next part of one request (parsing it first); the channels it took."""
+        if work.request is None:
+            request = self._parse(work.message)
+            if request is None or isinstance(request, Ping):
+                work.done = True
+                return 1
+            work.request = request
+        channels = work.request.channels[work.position : work.position + budget]
+        work.position += len(channels)
+        if isinstance(work.request, Subscribe):
+            self._subscribe_all(channels, work)
+        else:
+            for channel in channels:
+                self._unsubscribe(channel)
+        if work.position >= len(work.request.channels):
+            work.done = True
+            self._over_caps(work)
+        return max(1, len(channels))
 
     def _flooded(self) -> None:
         self.ctx.counters.rate_limited += 1
@@ -250,19 +328,16 @@ class NativeSession(CodecSubscriber):
                    f"(bursts of {limits.message_burst}; each 256 bytes counts as one); this one was not applied")
         self._reply(Error(code="RATE_LIMITED", message=message))
 
-    def _on_message(self, message: str | bytes) -> None:
+    def _parse(self, message: str | bytes) -> Subscribe | Unsubscribe | Ping | None:
+        """The request, answered at once if it is a ping; None once its error is queued."""
         try:
             request = parse_request(message, msgpack=self.codec.msgpack)
         except RequestError as exc:
             self._refused(exc)
-            return
+            return None
         if isinstance(request, Ping):
             self._reply(Pong(ts_gateway=self._clock_ns()))
-        elif isinstance(request, Subscribe):
-            self._subscribe_all(request.channels)
-        else:
-            for channel in request.channels:
-                self._unsubscribe(channel)
+        return request
 
     def _refused(self, exc: RequestError) -> None:
         if exc.code == "INVALID_JSON":
@@ -272,29 +347,30 @@ class NativeSession(CodecSubscriber):
             log.warning("native client message: decoder raised %s; answered INVALID_JSON", exc.fault)
         self._reply(Error(code=exc.code, message=str(exc)))
 
-    def _subscribe_all(self, channels: list[str]) -> None:
-        """Each channel's answer in order; those over a cap refused together at the end."""
-        over_connection: list[str] = []
-        over_gateway: list[str] = []
+    def _subscribe_all(self, channels: list[str], work: _Work) -> None:
+        """Each channel's answer in order; those over a cap are kept in `work` and refused
+        together once the whole request is applied (`_over_caps`)."""
         for channel in channels:
             key = self._key(channel)
             if key is None:
                 continue
             if key not in self.subscriptions:
                 if len(self.subscriptions) >= self.max_subscriptions:
-                    over_connection.append(channel)
+                    work.over_connection.append(channel)
                     continue
                 if not self.hub.room_for((key,), self.max_streams):
-                    over_gateway.append(channel)
+                    work.over_gateway.append(channel)
                     continue
             # Reply before subscribing, so the confirmation precedes the stream's first event.
             self._reply(Subscribed(channel=key.channel()))
             self.subscriptions.add(key)
             self.hub.subscribe(self, key)
-        if over_connection:
-            self._over_cap(over_connection, f"subscription limit reached (max {self.max_subscriptions} per connection)")
-        if over_gateway:
-            self._over_cap(over_gateway, f"the gateway's stream limit is reached (max {self.max_streams} streams)")
+
+    def _over_caps(self, work: _Work) -> None:
+        if work.over_connection:
+            self._over_cap(work.over_connection, f"subscription limit reached (max {self.max_subscriptions} per connection)")
+        if work.over_gateway:
+            self._over_cap(work.over_gateway, f"the gateway's stream limit is reached (max {self.max_streams} streams)")
 
     def _key(self, channel: str) -> StreamKey | None:
         """The channel's key, or None once its error is queued (malformed, or not routed)."""
@@ -347,6 +423,7 @@ class NativeSession(CodecSubscriber):
         return frames
 
     def on_close(self) -> None:
+        self._backlog.clear()
         with self.hub.batch():  # one re-plan for all the streams this changes
             self._on_close()
 

@@ -125,9 +125,30 @@ def test_a_native_flood_is_refused_unapplied_then_closed_after_its_strikes():
     assert (session.ctx.counters.rate_limited, session.ctx.counters.flood_closed) == (3, 1)
 
 
+def _applied(session) -> None:
+    """What `background` does a slice per scheduler pass, done here in one go."""
+    while session._backlog:
+        session._step()
+
+
+def test_a_big_request_is_applied_a_slice_at_a_time_in_order():
+    from gateway.dialects.native import SLICE_CHANNELS
+
+    session, _, _ = _native(limits="message_burst = 100")
+    session.on_message(_subscribe(*[f"trade:ex{i}" for i in range(250)]))
+    assert [r["type"] for r in _replies(session)] == ["subscribed"] * SLICE_CHANNELS  # one slice per step
+    assert session.hub.demand_count() == SLICE_CHANNELS
+    session.on_message('{"type":"ping"}')  # waits its turn behind the subscribe; its arrival is a step
+    assert [r["type"] for r in _replies(session)] == ["subscribed"] * SLICE_CHANNELS
+    _applied(session)
+    assert [r["type"] for r in _replies(session)] == ["subscribed"] * (250 - 2 * SLICE_CHANNELS) + ["pong"]
+    assert session.hub.demand_count() == 250
+
+
 def test_a_legal_1030_channel_subscribe_gets_1000_subscribed_and_one_limit_error():
     session, _, closed = _native(limits="message_burst = 100")
     session.on_message(_subscribe(*[f"trade:ex{i}" for i in range(1030)]))
+    _applied(session)
     replies = _replies(session)
     assert [r["type"] for r in replies] == ["subscribed"] * 1000 + ["error"]
     error = replies[-1]

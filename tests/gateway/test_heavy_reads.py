@@ -49,3 +49,12 @@ async def test_the_small_tail_of_a_big_message_waits_for_the_gate_too(autojump_c
         await heavy.send_all(frame[-100:])
         assert await _replies(heavy) == []  # 100 bytes, but they complete a 300-channel subscribe
     assert len(await _replies(heavy)) == 300
+
+
+async def test_a_big_request_applied_in_slices_keeps_every_reply_in_order(autojump_clock, nursery):
+    _, server = _server()
+    client, _ = await upgraded_stream(server, nursery)
+    await client.send_all(masked_frame(0x1, BIG) + masked_frame(0x1, PING))
+    replies = await _replies(client)
+    assert [r["type"] for r in replies] == ["subscribed"] * 300 + ["pong"]
+    assert [r["channel"] for r in replies[:300]] == [f"trade:binance:C{i}/USDT" for i in range(300)]
