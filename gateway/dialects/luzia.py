@@ -23,6 +23,8 @@ client that keeps flooding gets that and the close (1008). A new channel beyond 
 SUBSCRIPTION_LIMIT, like the per-connection limit. A decoder fault (outside its contract) is
 answered INVALID_JSON by the server, and counted and logged here in one line.
 Never: blocks in `on_message` (the hub is synchronous), or writes to the socket (the peer does).
+Big requests are applied `SLICE_CHANNELS` channels per scheduler pass (`background`), in order
+(Luzia answers channel by channel, so the answers are the same as applying it whole).
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
 import msgspec
 import trio
+import trio.lowlevel
 
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, StreamRoom
 from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
 from gateway.flood import Verdict, message_cost
 from gateway.hub import CodecSubscriber, Frames, Hub
@@ -44,6 +48,7 @@ from gateway.outbox import DroppedWindow
 from gateway.server import HttpRequest, HttpResponse
 from gateway.wsframe import text_frame
 from gateway.wspeer import WebSocketPeer
+from providers.common.signal import Wakeup
 from providers.luzia import denormalize, wire
 from providers.luzia.grammar import Channel, TierLimits
 from providers.luzia.server import Access, Output, ServerConnection, State, Terms
@@ -124,6 +129,34 @@ class LuziaEndpoint:
         await self.watches.run(task_status=task_status)
 
 
+#: Channels applied per scheduler pass (see the native dialect's `SLICE_CHANNELS`: the same reason).
+SLICE_CHANNELS: Final = 100
+#: Requests waiting behind one being applied (the token bucket bounds how fast they come).
+MAX_BACKLOG: Final = 64
+
+
+class _Work:
+    """A parsed request on its way through `LuziaSession._step`, a part at a time."""
+
+    __slots__ = ("done", "position", "request")
+
+    def __init__(self, request: wire.ClientMessage) -> None:
+        self.request = request
+        self.position = 0
+        self.done = False
+
+    def next_part(self, budget: int) -> wire.ClientMessage:
+        request = self.request
+        if isinstance(request, wire.Ping) or (self.position == 0 and len(request.channels) <= budget):
+            self.done = True
+            return request
+        channels = request.channels[self.position : self.position + budget]
+        self.position += len(channels)
+        self.done = self.position >= len(request.channels)
+        kind = wire.Subscribe if isinstance(request, wire.Subscribe) else wire.Unsubscribe
+        return kind(channels=channels)
+
+
 class LuziaSession(CodecSubscriber):
     """One `/v1/ws` client: its protocol state is a `ServerConnection`; this applies what it says
     (replies into the outbox, subscriptions into the hub, the close to the peer)."""
@@ -135,6 +168,8 @@ class LuziaSession(CodecSubscriber):
         self.outbox = peer.outbox
         self.codec = endpoint.codec
         self.guard = self.ctx.flood_guard(endpoint.clock())
+        self._backlog: deque[_Work | Output] = deque()  # allowed requests not yet (fully) applied
+        self._more = Wakeup()
 
     def open(self, *, connections: int) -> None:
         opening = self.conn.open(connections=connections)
@@ -146,18 +181,55 @@ class LuziaSession(CodecSubscriber):
         if self.conn.state is not State.OPEN:
             return  # rejected, shut down or closed for flooding: nothing more is answered or counted
         verdict = self.guard.check(self.endpoint.clock(), message_cost(message))
+        if verdict is Verdict.ALLOW and len(self._backlog) >= MAX_BACKLOG:
+            verdict = Verdict.REFUSE  # requests arrive faster than they can be applied
         if verdict is not Verdict.ALLOW:
             self._flooded(verdict)
             return
-        room = self.ctx.stream_room()
-        max_streams = room.max_streams
+        request = self.conn.parse(message)
+        if isinstance(request, Output):  # its error: answered in turn, like any reply
+            self._backlog.append(request)
+        else:
+            self._backlog.append(_Work(request))
+        self._step()
 
-        def beyond_connection(channel: Channel) -> str | None:
-            return None if room.take(_stream_key(channel)) else f"max {max_streams} streams on this gateway"
+    def _step(self) -> None:
+        """Up to SLICE_CHANNELS channels of the waiting requests, in order (a slice of a big one
+        at a time); the rest is `background`'s, after a checkpoint."""
+        budget = SLICE_CHANNELS
+        while self._backlog and budget > 0 and self.conn.state is State.OPEN:
+            work = self._backlog[0]
+            if isinstance(work, Output):
+                self._backlog.popleft()
+                self._count(work)
+                self._apply(work)
+                budget -= 1
+                continue
+            part = work.next_part(budget)
+            budget -= max(1, len(part.channels) if not isinstance(part, wire.Ping) else 1)
+            if work.done:
+                self._backlog.popleft()
+            room = self.ctx.stream_room()
+            max_streams = room.max_streams
 
-        out = self.conn.receive(message, self.endpoint.clock_ns(), room=beyond_connection)
-        self._count(out)
-        self._apply(out)
+            def beyond_connection(channel: Channel, room: StreamRoom = room, max_streams: int = max_streams) -> str | None:
+                return None if room.take(_stream_key(channel)) else f"max {max_streams} streams on this gateway"
+
+            out = self.conn.apply(part, self.endpoint.clock_ns(), room=beyond_connection)
+            self._count(out)
+            self._apply(out)
+        if self.conn.state is not State.OPEN:
+            self._backlog.clear()
+        elif self._backlog:
+            self._more.fire()
+
+    async def background(self) -> None:
+        """Applies, a slice per scheduler pass, what `on_message` left for later."""
+        while True:
+            await self._more.wait()
+            while self._backlog and self.conn.state is State.OPEN:
+                await trio.lowlevel.checkpoint()
+                self._step()
 
     def _flooded(self, verdict: Verdict) -> None:
         counters = self.ctx.counters
@@ -209,6 +281,7 @@ class LuziaSession(CodecSubscriber):
         return [_frame(reply) for reply in goodbye.replies]
 
     def on_close(self) -> None:
+        self._backlog.clear()
         self._release(self.conn.closed())
         self.endpoint.sessions.discard(self)
 

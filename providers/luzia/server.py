@@ -234,14 +234,26 @@ class ServerConnection:
     def receive(self, text: str | bytes, now_ns: int, *, room: Room | None = None) -> Output:
         """One client message, at `now_ns` (the pong's time): the replies and the changes.
         `room`: the shell's cap beyond this connection's limit, asked for each new channel."""
+        request = self.parse(text)
+        return request if isinstance(request, Output) else self.apply(request, now_ns, room=room)
+
+    def parse(self, text: str | bytes) -> wire.ClientMessage | Output:
+        """One client message as a request, or the Output answering it (its error, or nothing
+        when the connection is not open). A shell may then `apply` the request in parts."""
+        if self.state is not State.OPEN:
+            return Output([], [], [])
+        try:
+            return parse_request(text)
+        except RequestError as exc:
+            out = Output([_error(exc.code or "INVALID_REQUEST", str(exc))], [], [])
+            return out._replace(fault=exc.fault) if isinstance(exc, DecoderFault) else out
+
+    def apply(self, request: wire.ClientMessage, now_ns: int, *, room: Room | None = None) -> Output:
+        """A parsed request (or a part of one: some of its channels, in order) at `now_ns`.
+        Luzia answers channel by channel, so applying a request in parts answers it the same."""
         out = Output([], [], [])
         if self.state is not State.OPEN:
             return out
-        try:
-            request = parse_request(text)
-        except RequestError as exc:
-            out.replies.append(_error(exc.code or "INVALID_REQUEST", str(exc)))
-            return out._replace(fault=exc.fault) if isinstance(exc, DecoderFault) else out
         if type(request) is wire.Ping:
             out.replies.append(wire.Pong(timestamp=format_iso_ns(now_ns, 3)))
         elif type(request) is wire.Subscribe:
