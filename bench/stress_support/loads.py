@@ -283,15 +283,22 @@ async def storm(rig: Rig, scale: Scale, m: Measure, nursery: trio.Nursery, paced
         await _storm_again(rig, scale, m, nursery, pool)
 
 
+#: How long a storm client waits for its token bucket before its final subscribe (50 tokens/s).
+BUCKET_REFILL_SECONDS = 1.0
+
+
 async def _settles(rig: Rig, m: Measure, clients: list[Native], channels: list[list[str]], sent: list[int]) -> None:
     """After the storm every client still connected ends subscribed to its channels: the upstream
     scope must come to hold every stream wanted (bounded wait; the hello rate limit applies)."""
     wanted = {BYSTANDER_CHANNEL}
-    for n, (native, mine, count) in enumerate(zip(clients, channels, sent, strict=True)):
+    # Which toggle was applied last cannot be told from the toggles sent (many were refused with
+    # RATE_LIMITED), so every client still connected subscribes its channels once more (holding
+    # them already is fine), after its token bucket has refilled.
+    await trio.sleep(BUCKET_REFILL_SECONDS)
+    for n, (native, mine, _count) in enumerate(zip(clients, channels, sent, strict=True)):
         if native.tally.eof or native.tally.close is not None:
             continue  # a client the gateway closed wants nothing any more
-        if count % 2 == 0:  # its last toggle was an unsubscribe
-            await subscribe(native, mine)
+        await subscribe(native, mine)
         wanted |= {*mine, f"trade:acct:C{n}/USDT"}
     started = trio.current_time()
     scope = 0
