@@ -276,6 +276,17 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+#: A local key guards the gateway (and the provider quota behind it) when it is bound off
+#: loopback: shorter ones are too easy to guess.
+MIN_LOCAL_KEY_LENGTH = 16
+
+
+def _check_local_key(value: str, what: str) -> str:
+    if len(value) < MIN_LOCAL_KEY_LENGTH:
+        raise ConfigError(f"{what}: a local key needs at least {MIN_LOCAL_KEY_LENGTH} characters")
+    return _check_key(value, what)
+
+
 def is_loopback(host: str) -> bool:
     """Only loopback addresses (127.0.0.0/8, ::1, with or without brackets) and `localhost`; a name
     that merely begins with `127.` (`127.0.0.1.evil.example`) is not."""
@@ -294,7 +305,8 @@ def local_keys(config: Config, environ: Mapping[str, str] | None = None) -> froz
     if name is None:
         return None
     variables = os.environ if environ is None else environ
-    keys = frozenset(_check_key(k.strip(), f"server.local_keys_env ({name})") for k in variables.get(name, "").split(",") if k.strip())
+    keys = frozenset(_check_local_key(k.strip(), f"server.local_keys_env ({name})")
+                     for k in variables.get(name, "").split(",") if k.strip())
     if not keys:
         raise ConfigError(f"server.local_keys_env: environment variable {name} is not set or holds no key")
     return keys

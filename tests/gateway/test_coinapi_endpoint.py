@@ -44,7 +44,7 @@ BITSTAMP_TRADES = {"subscribe_data_type": ["trade"], "subscribe_filter_symbol_id
 async def start(nursery, routes: str = COINAPI_ROUTES, local_keys: bool = False) -> MemoryGateway:
     server = f'[server]\nlocal_keys_env = "{KEYS_ENV}"\n' if local_keys else ""
     config = parse(server + PROVIDERS + routes)
-    return await start_memory_gateway(nursery, config, environ={KEYS_ENV: f"{GUID},another-key"})
+    return await start_memory_gateway(nursery, config, environ={KEYS_ENV: f"{GUID},another-key-0123456"})
 
 
 def hello(kind: str = "hello", **fields) -> str:

@@ -35,7 +35,7 @@ KEYS_ENV = "MDGATEWAY_TEST_LOCAL_KEYS"
 async def _gateway(nursery, local_keys=False):
     server = f'[server]\nlocal_keys_env = "{KEYS_ENV}"\n' if local_keys else ""
     config = parse(server + PROVIDERS + COINAPI_ROUTES)
-    return await nursery.start(partial(run_gateway, config, port=0, environ={KEYS_ENV: f"{GUID},another-key"}))
+    return await nursery.start(partial(run_gateway, config, port=0, environ={KEYS_ENV: f"{GUID},another-key-0123456"}))
 
 
 def _hello(kind="hello", **fields) -> str:

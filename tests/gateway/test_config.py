@@ -75,7 +75,7 @@ def test_unreadable_file_is_a_config_error(tmp_path):
 def test_local_keys_come_from_their_variable_and_open_non_loopback_binding():
     text = '[server]\nhost = "0.0.0.0"\nlocal_keys_env = "GW_KEYS"\n[providers.a]\nkind = "luzia"\nemulate = true'
     config = parse(text)
-    assert local_keys(config, {"GW_KEYS": " k1, k2 ,"}) == {"k1", "k2"}
+    assert local_keys(config, {"GW_KEYS": " key-one-0123456789, key-two-0123456789 ,"}) == {"key-one-0123456789", "key-two-0123456789"}
     with pytest.raises(ConfigError, match="environment variable GW_KEYS is not set"):
         local_keys(config, {})
     assert local_keys(parse('[providers.a]\nkind = "luzia"\nemulate = true'), {}) is None
@@ -157,3 +157,11 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(str(path))
     assert str(info.value) == f"{path}: not UTF-8 text (byte 0)"
+
+
+def test_a_local_key_too_short_to_resist_guessing_fails_at_start():
+    config = parse('[server]\nlocal_keys_env = "GW_KEYS"\n[providers.a]\nkind = "luzia"\nemulate = true')
+    with pytest.raises(ConfigError) as info:
+        local_keys(config, {"GW_KEYS": "long-enough-key-0123,short"})
+    assert str(info.value) == "server.local_keys_env (GW_KEYS): a local key needs at least 16 characters"
+    assert "short" not in str(info.value).split(":")[-1]  # the value itself is never printed

@@ -145,14 +145,14 @@ async def test_not_yet_seen_is_404_when_there_is_no_time_to_wait_and_the_subscri
 
 
 async def test_local_keys_make_rest_401_without_the_right_bearer_key(start):
-    gateway = await start(keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a"})
+    gateway = await start(keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a_0123456"})
     with trio.fail_after(HANG_GUARD):
         for headers in ({}, {"Authorization": "Bearer lz_wrong"}):
             status, _, body = await get(gateway, "/v1/ticker/binance/BTC-USDT", headers)
             assert status == 401
             _luzia_error(body, "Unauthorized")
         assert not gateway.hub.demand()
-        status, _, _ = await get(gateway, "/v1/exchanges", {"Authorization": "Bearer lz_local_a"})
+        status, _, _ = await get(gateway, "/v1/exchanges", {"Authorization": "Bearer lz_local_a_0123456"})
     assert status == 200
 
 

@@ -161,7 +161,7 @@ async def test_the_connection_limit_rejects_the_next_connection_until_one_leaves
 
 
 async def test_local_keys_missing_is_401_wrong_is_connection_rejected_right_is_connected(autojump_clock, nursery):
-    gateway = await start(nursery, keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a,lz_local_b"})
+    gateway = await start(nursery, keys_env="LOCAL_KEYS", environ={"LOCAL_KEYS": "lz_local_a_0123456,lz_local_b_0123456"})
     with trio.fail_after(HANG_GUARD):
         with pytest.raises(ConnectionRejected) as refused:
             async with gateway.websocket(PATH):
@@ -173,7 +173,7 @@ async def test_local_keys_missing_is_401_wrong_is_connection_rejected_right_is_c
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
             assert closed.value.reason.code == 1008
-        right = [(b"Authorization", b"Bearer lz_local_b")]
+        right = [(b"Authorization", b"Bearer lz_local_b_0123456")]
         async with gateway.websocket(PATH, headers=right) as ws:
             assert (await receive(ws))["type"] == "connected"
 
