@@ -40,7 +40,7 @@ import msgspec
 import trio
 import trio.lowlevel
 
-from gateway.context import GatewayContext, StreamRoom
+from gateway.context import GatewayContext
 from gateway.dialects.luzia_rest import LuziaRest, TickerWatches, error_response
 from gateway.flood import Verdict, message_cost
 from gateway.hub import CodecSubscriber, Frames, Hub
@@ -206,22 +206,25 @@ class LuziaSession(CodecSubscriber):
                 budget -= 1
                 continue
             part = work.next_part(budget)
-            budget -= max(1, len(part.channels) if not isinstance(part, wire.Ping) else 1)
+            budget -= max(1, len(getattr(part, "channels", ())))
             if work.done:
                 self._backlog.popleft()
-            room = self.ctx.stream_room()
-            max_streams = room.max_streams
-
-            def beyond_connection(channel: Channel, room: StreamRoom = room, max_streams: int = max_streams) -> str | None:
-                return None if room.take(_stream_key(channel)) else f"max {max_streams} streams on this gateway"
-
-            out = self.conn.apply(part, self.endpoint.clock_ns(), room=beyond_connection)
+            out = self.conn.apply(part, self.endpoint.clock_ns(), room=self._room())
             self._count(out)
             self._apply(out)
         if self.conn.state is not State.OPEN:
             self._backlog.clear()
         elif self._backlog:
             self._more.fire()
+
+    def _room(self) -> Callable[[Channel], str | None]:
+        """The gateway-wide cap, as the server asks it for each new channel of one part."""
+        room = self.ctx.stream_room()
+
+        def beyond_connection(channel: Channel) -> str | None:
+            return None if room.take(_stream_key(channel)) else f"max {room.max_streams} streams on this gateway"
+
+        return beyond_connection
 
     async def background(self) -> None:
         """Applies, a slice per scheduler pass, what `on_message` left for later."""

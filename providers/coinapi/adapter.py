@@ -316,10 +316,11 @@ class CoinApiAdapter:
         try:
             self._handle(link, raw, self._clock_ns())  # ts_gateway: stamped once per frame
         except MalformedFrame:
-            if self._counters.bad():
+            self._counters.malformed += 1
+            if link.malformed_run.bad():
                 raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row") from None
             return False
-        self._counters.good()
+        link.malformed_run.good()
         self._last_frame_at = trio.current_time()
         return True
 

@@ -21,6 +21,7 @@ import trio
 from providers.coinapi.client import LinkScope
 from providers.coinapi.policy import CoinApiPolicy
 from providers.coinapi.streams import Sequences
+from providers.common.counters import MalformedRun
 from providers.common.errors import ProviderError, TransportError
 from providers.common.liveness import IdleDeadline
 from providers.common.transport import Connector, Headers, Transport, open_transport
@@ -36,6 +37,7 @@ class Connection:
         self.retired = False  # replaced: its frames are dropped and it is being closed
         self.sequences: Sequences = {}
         self.last_frame_at: float | None = None
+        self.malformed_run = MalformedRun()
         self.transport: Transport | None = None
         self.cancel_scope = trio.CancelScope()  # cancelled to retire it
 

@@ -21,14 +21,22 @@ class FrameCounters:
     frames: int = 0  # every frame received
     malformed: int = 0  # not a message of the shape its type promises, or values we refuse
     unknown: int = 0  # a well-formed message of a type we do not know
-    malformed_run: int = 0  # malformed frames since the last good one (per adapter)
+
+
+class MalformedRun:
+    """One connection's malformed frames since its last good one (a connection, not an adapter:
+    a healthy connection beside a broken one must not hide the broken one's run)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
     def bad(self) -> bool:
-        """Count a malformed frame; True once `MALFORMED_RUN_LIMIT` have come in a row."""
-        self.malformed += 1
-        self.malformed_run += 1
-        return self.malformed_run >= MALFORMED_RUN_LIMIT
+        """One more malformed frame; True once `MALFORMED_RUN_LIMIT` have come in a row."""
+        self.count += 1
+        return self.count >= MALFORMED_RUN_LIMIT
 
     def good(self) -> None:
-        """A frame that decoded (known or unknown type): the run of malformed ones is over."""
-        self.malformed_run = 0
+        """A frame that decoded (known or unknown type): the run is over."""
+        self.count = 0

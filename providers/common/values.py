@@ -31,13 +31,6 @@ MIN_TS_NS: Final = 1_230_768_000 * 1_000_000_000  # 2009-01-01T00:00:00Z
 MAX_TS_NS: Final = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
 
 
-def require_finite(*values: Decimal | None) -> None:
-    """Raise `MalformedFrame` unless every value given is None or a finite Decimal."""
-    for value in values:
-        if value is not None and not value.is_finite():
-            raise MalformedFrame(f"not a finite number: {value}")
-
-
 def require_price(*values: Decimal | None) -> None:
     """Prices (and book levels): None, or finite within [0, MAX_PRICE] with sane precision."""
     for value in values:

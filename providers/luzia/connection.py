@@ -25,7 +25,7 @@ from typing import Final, NoReturn
 
 import trio
 
-from providers.common.counters import MALFORMED_RUN_LIMIT, FrameCounters
+from providers.common.counters import MALFORMED_RUN_LIMIT, FrameCounters, MalformedRun
 from providers.common.errors import MalformedFrame, ProviderError, UnknownMessage
 from providers.common.liveness import IdleDeadline
 from providers.common.transport import Connector, Headers, Transport, open_transport
@@ -64,7 +64,7 @@ class LuziaConnection:
         self.connected = False  # True once the server said `connected`
         self.live = False  # connected and not yet being closed
         self.last_frame_at: float | None = None  # Trio time of the last good frame
-        self.malformed_run = 0  # malformed frames since the last good one, on this connection
+        self.malformed_run = MalformedRun()
         self._pong = trio.Event()
 
     async def run(self, connector: Connector, url: str, headers: Headers, connect_timeout: float, serve: Serve) -> None:
@@ -155,16 +155,15 @@ class LuziaConnection:
 
     def _good(self) -> None:
         self.last_frame_at = trio.current_time()
-        self.malformed_run = 0
-        self.counters.good()
+        self.malformed_run.good()
 
     def _malformed(self, exc: MalformedFrame | None) -> None:
         """Count it (the adapter's totals, this connection's run); a run too long ends it."""
-        self.counters.bad()
-        self.malformed_run += 1
+        self.counters.malformed += 1
+        too_many = self.malformed_run.bad()
         if exc is not None and log.isEnabledFor(logging.DEBUG):  # the redaction costs more than the frame
             log.debug("luzia: skipped a malformed frame: %s", self._redact(str(exc)))
-        if self.malformed_run >= MALFORMED_RUN_LIMIT:
+        if too_many:
             raise ProviderError(f"{MALFORMED_RUN_LIMIT} malformed frames in a row")
 
     def _ack(self, message: wire.Subscribed | wire.Unsubscribed) -> bool:
