@@ -128,7 +128,8 @@ class Server:
                 await self._serve(stream, slot)
         finally:
             self._unproven.pop(slot, None)
-            self.connections.release(address)
+            if not slot.evicted:  # an evicted slot is handed over by its evictor (`_evict_unproven`)
+                self.connections.release(address)
             slot.gone.set()
 
     async def _evict_unproven(self, address: str | None) -> bool:
@@ -141,10 +142,17 @@ class Server:
         if victim is None:
             return False
         del self._unproven[victim]
+        victim.evicted = True
         victim.scope.cancel()
         with trio.move_on_after(EVICTION_WAIT_SECONDS):
             await victim.gone.wait()
-        return victim.gone.is_set()
+        if not victim.gone.is_set():
+            victim.evicted = False  # not gone in time: it releases its own place when it goes
+            return False
+        # A hand-over: the place is released here and the caller admits itself with no await in
+        # between, so a newcomer that evicted nobody cannot take the place freed for this one.
+        self.connections.release(victim.address)
+        return True
 
     async def _refuse_connection(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """Over a connection cap: read the request head briefly (a socket closed with unread input
@@ -300,10 +308,11 @@ EVICTION_WAIT_SECONDS = 1.0
 class _Slot:
     """One admitted connection, as the eviction of unproven connections sees it."""
 
-    __slots__ = ("address", "gone", "scope")
+    __slots__ = ("address", "evicted", "gone", "scope")
 
     def __init__(self, address: str | None) -> None:
         self.address = address
+        self.evicted = False
         self.scope = trio.CancelScope()
         self.gone = trio.Event()
 

@@ -88,6 +88,7 @@ class WebSocketPeer:
                  heavy_gate: trio.Lock | None = None) -> None:
         self.stream = stream
         self.heavy_gate = heavy_gate  # shared by every peer of one server: see HEAVY_READ_BYTES
+        self._trailing = 0  # bytes the client sent along with its upgrade request
         self.on_first_message: Callable[[], object] | None = None  # called once, at the first message
         self.request = request
         self.outbox = outbox
@@ -129,6 +130,7 @@ class WebSocketPeer:
         await self.stream.send_all(self.accepted())
         if trailing:
             self._ws.receive_data(trailing)
+            self._trailing = len(trailing)
 
     def accepted(self) -> bytes:
         """The 101 answer; from here on the peer speaks WebSocket."""
@@ -223,7 +225,8 @@ class WebSocketPeer:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE_SECONDS)
 
     async def _reader(self, session: Session) -> None:
-        if not self._handle_events(session, now=trio.current_time()):  # sent along with the upgrade request
+        # What the client sent along with its upgrade request is the first read, gated like any.
+        if not await self._take(session, self._trailing):
             return
         while True:
             try:
@@ -232,17 +235,20 @@ class WebSocketPeer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             # Heavy: a big read, or the end of a big message whose start came in earlier reads.
-            heavy = len(data) + self._size >= HEAVY_READ_BYTES
+            heavy = len(data) + self._size
             self._ws.receive_data(data or None)
-            if heavy and self.heavy_gate is not None:
-                # Acquiring yields, and a released gate wakes its next waiter only in a later
-                # scheduler pass: heavy reads of many clients are applied one per pass, with the
-                # upstream readers and client writers running between them.
-                async with self.heavy_gate:
-                    if not await self._drain(session):
-                        return
-            elif not await self._drain(session) or not data:
+            if not await self._take(session, heavy) or not data:
                 return
+
+    async def _take(self, session: Session, size: int) -> bool:
+        """Apply what wsproto holds now (`size`: the bytes it stands for); False once over."""
+        if size >= HEAVY_READ_BYTES and self.heavy_gate is not None:
+            # Acquiring yields, and a released gate wakes its next waiter only in a later
+            # scheduler pass: heavy reads of many clients are applied one per pass, with the
+            # upstream readers and client writers running between them.
+            async with self.heavy_gate:
+                return await self._drain(session)
+        return await self._drain(session)
 
     async def _drain(self, session: Session) -> bool:
         """Everything wsproto can parse of what was read, `EVENTS_PER_PASS` at a time with a

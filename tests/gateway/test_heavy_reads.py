@@ -58,3 +58,16 @@ async def test_a_big_request_applied_in_slices_keeps_every_reply_in_order(autoju
     replies = await _replies(client)
     assert [r["type"] for r in replies] == ["subscribed"] * 300 + ["pong"]
     assert [r["channel"] for r in replies[:300]] == [f"trade:binance:C{i}/USDT" for i in range(300)]
+
+
+async def test_a_big_request_sent_along_with_the_upgrade_waits_for_the_gate_too(autojump_clock, nursery):
+    from tests.support.raw import UPGRADE, raw_stream, read_head
+
+    _, server = _server()
+    client = raw_stream(server, nursery)
+    async with server.heavy_gate:
+        await client.send_all(UPGRADE + masked_frame(0x1, BIG))  # one packet: head and request
+        head, rest = await read_head(client)
+        assert head.startswith(b"HTTP/1.1 101") and rest == b""
+        assert await _replies(client) == []  # not applied past the gate
+    assert len(await _replies(client)) == 300

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
@@ -204,3 +205,21 @@ async def test_keyless_sockets_cannot_lock_out_a_client_with_a_key(autojump_cloc
     hub.publish(trade(price="4.5"))
     for ws in (served, keyed, keyed_too):  # all three served clients receive
         assert json.loads(await ws.get_message())["price"] == "4.5"
+
+
+async def test_the_place_an_eviction_frees_goes_to_the_evictor_not_to_a_newcomer(autojump_clock, nursery):
+    """A hand-over: B evicts the silent A; C, arriving while A is going, evicted nobody and is refused."""
+    _, server = _server(Limits(max_connections=1))
+    silent = raw_stream(server, nursery, "10.0.0.1")
+    await trio.testing.wait_all_tasks_blocked()
+    evictor = raw_stream(server, nursery, "10.0.0.2")
+    for _ in range(2):  # the evictor is waiting for the silent one to be gone
+        await trio.lowlevel.checkpoint()
+    newcomer = raw_stream(server, nursery, "10.0.0.3")
+    await trio.testing.wait_all_tasks_blocked()
+    assert await read_to_end(silent) == b""
+    request = b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # served: 404; refused: 503
+    await evictor.send_all(request)
+    assert (await read_head(evictor))[0].startswith(b"HTTP/1.1 404")
+    await newcomer.send_all(request)
+    assert (await read_head(newcomer))[0].startswith(b"HTTP/1.1 503")
