@@ -2,6 +2,7 @@
 than the caps allow. Each is refused before any route runs, and a client already served keeps
 receiving. Memory streams, told their client address (`Server.handle_stream(stream, address)`)."""
 
+import contextlib
 import json
 
 import pytest
@@ -208,7 +209,9 @@ async def test_keyless_sockets_cannot_lock_out_a_client_with_a_key(autojump_cloc
 
 
 async def test_the_place_an_eviction_frees_goes_to_the_evictor_not_to_a_newcomer(autojump_clock, nursery):
-    """A hand-over: B evicts the silent A; C, arriving while A is going, evicted nobody and is refused."""
+    """A hand-over: B evicts the silent A, and C, arriving while A is going, cannot take the place
+    freed for B (before, B was answered 503 and C served). Once admitted, B has proven nothing yet
+    either, so C may in turn evict B: whichever order the scheduler picks, B is never refused."""
     _, server = _server(Limits(max_connections=1))
     silent = raw_stream(server, nursery, "10.0.0.1")
     await trio.testing.wait_all_tasks_blocked()
@@ -219,7 +222,10 @@ async def test_the_place_an_eviction_frees_goes_to_the_evictor_not_to_a_newcomer
     await trio.testing.wait_all_tasks_blocked()
     assert await read_to_end(silent) == b""
     request = b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # served: 404; refused: 503
-    await evictor.send_all(request)
-    assert (await read_head(evictor))[0].startswith(b"HTTP/1.1 404")
-    await newcomer.send_all(request)
-    assert (await read_head(newcomer))[0].startswith(b"HTTP/1.1 503")
+    answers = []
+    for stream in (evictor, newcomer):
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(request)
+        answers.append((await read_to_end(stream))[:12])
+    assert answers[0] in (b"HTTP/1.1 404", b"")  # served, or evicted in turn; never refused
+    assert sorted(answers) in ([b"HTTP/1.1 404", b"HTTP/1.1 503"], [b"", b"HTTP/1.1 404"])  # one place, one served
